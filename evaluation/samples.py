@@ -1,0 +1,168 @@
+"""Disjoint search / held-out splits of a space, samplers over them, and sample files.
+
+Split: architecture indices are permuted with ``numpy.random.default_rng(split_seed)``; the first
+``round(size * heldout_fraction)`` of the permutation are held out, the rest are the search split.
+The split depends on the space alone (not the dataset), so one split serves every dataset and a
+proxy evolved on the search split never saw a held-out architecture on any dataset.
+
+Samplers (all draw with ``numpy.random.default_rng(seed)``, without replacement, from one split):
+
+- ``random``: ``n`` uniform architectures;
+- ``stratified``: ``k`` equal-width bins of ground-truth accuracy between the split's min and max,
+  ``n // k`` from each (the first ``n % k`` bins one more); a bin with too few members gives all it
+  has, and a note says so (the sample is then smaller than ``n``);
+- ``quantile``: ``k`` equal-count bins (by accuracy rank), ``n // k`` from each likewise.
+
+A sample file is JSON: how it was drawn plus ``[index, arch]`` pairs, so any experiment can re-run on
+exactly the same architectures; reading it checks every pair against the space.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.atomic import atomic_write_text
+from evaluation.errors import ZcpError
+from evaluation.spaces import SearchSpace, get_space
+
+KINDS = ("random", "stratified", "quantile")
+SPLITS = ("search", "heldout", "all")
+FORMAT = "zcp-sample/1"
+
+
+def split_indices(size: int, split: str, split_seed: int = 0, heldout_fraction: float = 0.5) -> np.ndarray:
+    """Sorted official indices of ``split`` ('search', 'heldout' or 'all') of a space of ``size``."""
+    if split not in SPLITS:
+        raise ZcpError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    if not 0.0 < heldout_fraction < 1.0:
+        raise ZcpError(f"heldout fraction must be in (0, 1), got {heldout_fraction}")
+    if split == "all":
+        return np.arange(size)
+    order = np.random.default_rng(split_seed).permutation(size)
+    n_heldout = round(size * heldout_fraction)
+    part = order[:n_heldout] if split == "heldout" else order[n_heldout:]
+    return np.sort(part)
+
+
+def _binned_draw(rng: np.random.Generator, pool: np.ndarray, bin_of: np.ndarray, k: int, n: int) -> tuple[np.ndarray, list[str]]:
+    """Draw ``n // k`` (+1 for the first ``n % k``) members of each of ``k`` bins."""
+    chosen, notes = [], []
+    for b in range(k):
+        members = pool[bin_of == b]
+        want = n // k + (1 if b < n % k else 0)
+        if len(members) < want:
+            notes.append(f"bin {b} has {len(members)} < {want} architectures: took all of them")
+            want = len(members)
+        chosen.append(rng.choice(members, size=want, replace=False))
+    return np.concatenate(chosen), notes
+
+
+def draw(pool: np.ndarray, kind: str, n: int, seed: int, accuracy: np.ndarray | None = None,
+         bins: int = 10) -> tuple[np.ndarray, list[str]]:
+    """Draw up to ``n`` indices from ``pool``; ``accuracy`` (by official index) for binned kinds.
+
+    Returns the sorted indices and notes about bins that were short."""
+    if kind not in KINDS:
+        raise ZcpError(f"unknown sample kind {kind!r}; known: {', '.join(KINDS)}")
+    if n < 1:
+        raise ZcpError(f"sample size must be >= 1, got {n}")
+    if bins < 1:
+        raise ZcpError(f"number of bins must be >= 1, got {bins}")
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        if n > len(pool):
+            raise ZcpError(f"cannot draw {n} architectures from a split of {len(pool)}")
+        return np.sort(rng.choice(pool, size=n, replace=False)), []
+    if accuracy is None:
+        raise ZcpError(f"a {kind} sample needs ground-truth accuracy")
+    acc = accuracy[pool]
+    known = ~np.isnan(acc)
+    pool, acc = pool[known], acc[known]
+    if kind == "stratified":
+        edges = np.linspace(acc.min(), acc.max(), bins + 1)
+        bin_of = np.clip(np.searchsorted(edges, acc, side="right") - 1, 0, bins - 1)
+    else:
+        ranks = np.argsort(np.argsort(acc, kind="stable"), kind="stable")
+        bin_of = ranks * bins // len(acc)
+    chosen, notes = _binned_draw(rng, pool, bin_of, bins, n)
+    return np.sort(chosen), notes
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A drawn set of architectures and how it was drawn (enough to draw it again)."""
+
+    space: str
+    dataset: str | None
+    split: str
+    split_seed: int
+    heldout_fraction: float
+    kind: str
+    n: int
+    seed: int
+    bins: int
+    indices: tuple[int, ...]
+    archs: tuple[str, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> str:
+        record = {"format": FORMAT, **asdict(self)}
+        record["architectures"] = [[i, a] for i, a in zip(record.pop("indices"), record.pop("archs"))]
+        return json.dumps(record, indent=1)
+
+
+def make_sample(space: SearchSpace, kind: str, n: int, seed: int, split: str = "search",
+                dataset: str | None = None, accuracy: np.ndarray | None = None, split_seed: int = 0,
+                heldout_fraction: float = 0.5, bins: int = 10) -> Sample:
+    """Draw a sample from ``split`` of ``space``; binned kinds need ``dataset`` and its ``accuracy``."""
+    pool = split_indices(space.size, split, split_seed, heldout_fraction)
+    indices, notes = draw(pool, kind, n, seed, accuracy, bins)
+    return Sample(space.name, dataset, split, split_seed, heldout_fraction, kind, n, seed, bins,
+                  tuple(int(i) for i in indices), tuple(space.arch_str(int(i)) for i in indices), tuple(notes))
+
+
+def write_sample(sample: Sample, path: str | os.PathLike) -> Path:
+    """Write ``sample`` as JSON, atomically."""
+    return atomic_write_text(path, sample.to_json() + "\n")
+
+
+_FIELDS = ("space", "dataset", "split", "split_seed", "heldout_fraction", "kind", "n", "seed", "bins")
+
+
+def read_sample(path: str | os.PathLike, space: str | None = None) -> Sample:
+    """Read and validate a sample file; ``space`` (if given) must match the file's."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ZcpError(f"sample file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZcpError(f"sample file {path} is not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ZcpError(f"sample file {path} is not a zcp sample (expected \"format\": \"{FORMAT}\")")
+    missing = [k for k in (*_FIELDS, "architectures") if k not in record]
+    if missing:
+        raise ZcpError(f"sample file {path} lacks field(s): {', '.join(missing)}")
+    file_space = get_space(record["space"])
+    if space is not None and record["space"] != space:
+        raise ZcpError(f"sample file {path} is from space {record['space']!r}, not {space!r}")
+    pairs = record["architectures"]
+    if not isinstance(pairs, list) or not pairs:
+        raise ZcpError(f"sample file {path} lists no architectures")
+    indices, archs = [], []
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int) and not isinstance(pair[0], bool)):
+            raise ZcpError(f"sample file {path}: entry {pair!r} is not an [index, arch] pair")
+        index, arch = pair
+        if not 0 <= index < file_space.size or file_space.arch_str(index) != arch:
+            raise ZcpError(f"sample file {path} names architecture [{index}, {arch!r}], which is not in the {file_space.name} space")
+        indices.append(index)
+        archs.append(arch)
+    if len(set(indices)) != len(indices):
+        raise ZcpError(f"sample file {path} lists an architecture twice")
+    kwargs = {k: record[k] for k in _FIELDS}
+    return Sample(**kwargs, indices=tuple(indices), archs=tuple(archs), notes=tuple(record.get("notes", ())))

@@ -1,0 +1,19 @@
+"""Subcommand groups of ``zcp``; each module has ``register(subparsers)``."""
+from __future__ import annotations
+
+import argparse
+
+from evaluation.paths import KEYS, DataPaths, resolve_paths
+
+
+def paths_options() -> argparse.ArgumentParser:
+    """A parent parser with one flag per data location (see ``evaluation.paths``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("data locations (else $ZCP_<KEY>, config file, defaults)")
+    for key in KEYS:
+        group.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="PATH", default=None)
+    return parent
+
+
+def paths_from(args: argparse.Namespace) -> DataPaths:
+    return resolve_paths(**{k: getattr(args, k, None) for k in KEYS})
