@@ -76,6 +76,13 @@ def run_check(args: argparse.Namespace) -> int:
             raise ZcpError(f"--limit must be in 1..{space.size}, got {args.limit}")
         indices = np.sort(np.random.default_rng(args.seed).choice(space.size, args.limit, replace=False))
     expected = truth.params_m[args.dataset]
+    known = ~np.isnan(expected[indices])
+    if not known.all():
+        print(f"zcp: note: {int((~known).sum())} of {len(indices)} architectures have no parameter count in "
+              f"{truth.source}; they are not checked", file=sys.stderr)
+        indices = indices[known]
+    if not len(indices):
+        raise ZcpError(f"no architecture to check: {truth.source} has no {args.dataset} parameter counts")
     start, bad = time.perf_counter(), 0
     results = check_params(args.space, args.dataset, expected, indices.tolist(), args.workers)
     for _, mismatch in tqdm(results, total=len(indices), disable=not sys.stderr.isatty(), desc="check"):
