@@ -22,8 +22,11 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
 
+# Until the GP engine lands this exercises the benchmark substrate end to end.
 quickstart: venv
-	$(BIN)/zcp evolve experiments/configs/quickstart.toml --out runs/quickstart
+	$(BIN)/zcp bench info
+	$(BIN)/zcp bench check --space tss --dataset cifar10 --limit 200
+	$(BIN)/zcp bench sample --space tss --dataset cifar10 --split heldout --kind quantile --n 100 --seed 0 --out runs/quickstart/heldout_quantile_100.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,8 +1,8 @@
 """Dataset names as NATS-Bench spells them, with their class counts and input sizes.
 
 'cifar10' here is NATS-Bench's 'cifar10' entry: trained on the full 50k training set, tested on the
-10k test set. NATS-Bench's separate 'cifar10-valid' entry (trained on 25k, evaluated on a 25k
-validation half) gives different accuracies and is deliberately not offered.
+10k test set. NATS-Bench's separate 'cifar10-valid' entry (trained on a 25k half of the training
+set) gives different accuracies and is deliberately not offered.
 """
 from __future__ import annotations
 

@@ -13,8 +13,10 @@ averaged over the benchmark's training seeds (``is_random=False``), i.e.
 ``api.get_cost_info(i, dataset, hp=...)['params']`` (millions of parameters).
 
 'cifar10' is NATS-Bench's 'cifar10' entry: trained on the full 50k training set, tested on the 10k
-test set. It is NOT NATS-Bench's 'cifar10-valid' entry (trained on 25k, evaluated on a 25k validation
-half), whose accuracies differ and which is never read here.
+test set. It is NOT NATS-Bench's 'cifar10-valid' entry (trained on a 25k half of the training set;
+its 'test-accuracy' is also on the 10k test set, but of that weaker training), whose accuracies
+differ and which is never read here. Several proxy papers (Abdelfattah et al., MeCo, Dextr)
+correlate against 'cifar10-valid', so their CIFAR-10 numbers are only roughly comparable.
 
 A table stores values with 6 decimals, like the reference table; an empty cell means the source has
 no value (NaN in memory), anything else must be a finite number in range.

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from evaluation.errors import ZcpError
-from experiments.commands import bench
+from experiments.commands import bench, cache
 
 
 class Parser(argparse.ArgumentParser):
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="zcp", description="Discover zero-cost NAS proxies by genetic programming.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND", parser_class=Parser)
     bench.register(groups)
+    cache.register(groups)
     return parser
 
 

@@ -1,0 +1,201 @@
+"""The terminal cache: every sampled network run once, its terminals stored, proxies scored from it.
+
+A cache directory holds ``manifest.json`` (how it was made), one ``shards/<index>.npz`` per finished
+architecture while building, and ``terminals.npz`` (all networks packed, in sample order) once the
+build is complete; packing removes the shards. Every file is written atomically, so a build killed at
+any point resumes where it stopped with no half-written entry. A directory is refused by a build or
+a load that would mix caches made differently (space, dataset, seed, batch, sample, terminals,
+backward signal, image source, code version).
+
+Each network is initialised by ``torch.manual_seed(seed)`` right before it is built, so its weights
+depend on the seed and the architecture only (not on build order or worker).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from evaluation.atomic import atomic_write_bytes, atomic_write_text
+from evaluation.errors import ZcpError
+from evaluation.images import load_batch
+from evaluation.parallel import run_tasks
+from evaluation.samples import Sample
+from evaluation.spaces import get_space
+from primitives.terminals import TERMINALS, collate, compute_terminals
+
+CODE_VERSION = "terminals-1"  # bump whenever a terminal's definition changes
+FORMAT = "zcp-cache/1"
+MANIFEST, PACKED, SHARDS = "manifest.json", "terminals.npz", "shards"
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Everything that determines the cached numbers."""
+
+    space: str
+    dataset: str
+    seed: int
+    batch_size: int
+    sample_sha: str
+    terminals: tuple[str, ...]
+    signal: str = "pseudo_ce"
+    image_source: str = "auto"
+    curve_points: int = 64
+    code_version: str = CODE_VERSION
+
+    def manifest(self, sample: Sample) -> dict[str, Any]:
+        record = {"format": FORMAT, **asdict(self), "terminals": list(self.terminals)}
+        record.update(sample_kind=sample.kind, sample_split=sample.split, sample_n=len(sample.indices),
+                      torch=torch.__version__)
+        return record
+
+
+def sample_sha(sample: Sample) -> str:
+    """Hash of the sample's space and architecture list (what the cache is of)."""
+    text = sample.space + ":" + ",".join(map(str, sample.indices))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_manifest(found: dict[str, Any], expected: dict[str, Any], where: Path) -> None:
+    keys = [k for k in ("format", *CacheSpec.__dataclass_fields__) if found.get(k) != expected.get(k)]
+    if keys:
+        k = keys[0]
+        raise ZcpError(f"cache {where} was made differently: {k} is {found.get(k)!r} there, {expected.get(k)!r} here"
+                       f"{' (and ' + ', '.join(keys[1:]) + ')' if keys[1:] else ''}; use another --out or delete it")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ZcpError(f"{path} is not a terminal cache (no {MANIFEST})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZcpError(f"cache manifest {path / MANIFEST} is unreadable ({exc})") from None
+    if not isinstance(record, dict):
+        raise ZcpError(f"cache manifest {path / MANIFEST} is not a JSON object")
+    return record
+
+
+@dataclass(frozen=True)
+class _Job:
+    space: str
+    dataset: str
+    seed: int
+    signal: str
+    curve_points: int
+    terminals: tuple[str, ...]
+    device: str
+
+
+def _build_one(index: int, shared: tuple[_Job, torch.Tensor, torch.Tensor]) -> dict[str, np.ndarray]:
+    job, images, labels = shared
+    torch.manual_seed(job.seed)
+    model = get_space(job.space).build(index, job.dataset).to(job.device)
+    return compute_terminals(model, images.to(job.device), job.terminals, labels=labels, signal=job.signal,
+                             seed=job.seed, curve_points=job.curve_points)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ZcpError(f"cache file {path} is truncated or corrupt ({type(exc).__name__}); delete it and rebuild") from None
+
+
+def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_size: int = 64, seed: int = 0,
+                signal: str = "pseudo_ce", image_source: str = "auto", curve_points: int = 64,
+                terminals: tuple[str, ...] | None = None, backend: str = "ray", workers: int | None = None,
+                address: str | None = None, device: str = "auto", paths: Any = None,
+                progress: bool | None = None) -> Path:
+    """Build (or resume) the cache of ``sample`` in ``out``; returns the packed file's path."""
+    out = Path(out)
+    terminals = tuple(sorted(terminals or TERMINALS))
+    spec = CacheSpec(sample.space, dataset, seed, batch_size, sample_sha(sample), terminals, signal,
+                     image_source, curve_points)
+    expected = spec.manifest(sample)
+    if (out / MANIFEST).exists():
+        _check_manifest(_read_manifest(out), expected, out)
+    else:
+        atomic_write_text(out / MANIFEST, json.dumps(expected, indent=1) + "\n")
+    if (out / PACKED).exists():
+        return out / PACKED
+    shard_dir = out / SHARDS
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    done = {int(p.stem) for p in shard_dir.glob("*.npz")}
+    todo = [i for i in sample.indices if i not in done]
+
+    batch = load_batch(dataset, batch_size, seed, image_source, paths)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    job = _Job(sample.space, dataset, seed, signal, curve_points, terminals, device)
+    gpus = 1.0 / max(workers or 1, 1) if device == "cuda" and backend == "ray" else 0.0
+    results = run_tasks(_build_one, todo, (job, batch.images, batch.labels), backend, workers, address, gpus)
+    show = sys.stderr.isatty() if progress is None else progress
+    for index, arrays in tqdm(results, total=len(todo), disable=not show, desc="cache", unit="net"):
+        atomic_write_bytes(shard_dir / f"{index}.npz", _npz_bytes(arrays))
+    return pack(out, sample)
+
+
+def pack(out: Path, sample: Sample) -> Path:
+    """Concatenate all shards in sample order into the packed file, then remove the shards."""
+    shards = [_load_npz(out / SHARDS / f"{i}.npz") for i in sample.indices]
+    packed = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+    packed["index"] = np.asarray(sample.indices, dtype=np.int64)
+    path = atomic_write_bytes(out / PACKED, _npz_bytes(packed))
+    for i in sample.indices:
+        (out / SHARDS / f"{i}.npz").unlink(missing_ok=True)
+    (out / SHARDS).rmdir()
+    return path
+
+
+@dataclass(frozen=True)
+class Cache:
+    """A loaded cache: its manifest and packed arrays; :meth:`env` gives the language values."""
+
+    path: Path
+    manifest: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.arrays["index"]
+
+    def env(self, names: tuple[str, ...] | None = None, device: str = "cpu") -> dict[str, object]:
+        """Language values of the cached terminals (all of them by default)."""
+        return collate(self.arrays, names or tuple(self.manifest["terminals"]), device)
+
+
+def load_cache(path: str | os.PathLike, **expect: Any) -> Cache:
+    """Load a complete cache; ``expect`` (e.g. space='tss', dataset='cifar10', seed=0) must match."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    if manifest.get("format") != FORMAT or manifest.get("code_version") != CODE_VERSION:
+        raise ZcpError(f"cache {path} was made by code version {manifest.get('code_version')!r} "
+                       f"({manifest.get('format')}); this is {CODE_VERSION!r}: rebuild it")
+    for key, value in expect.items():
+        if manifest.get(key) != value:
+            raise ZcpError(f"cache {path} is for {key}={manifest.get(key)!r}, not {value!r}")
+    if not (path / PACKED).exists():
+        raise ZcpError(f"cache {path} is incomplete: run the same `zcp cache build` again to finish it")
+    arrays = _load_npz(path / PACKED)
+    missing = [t for t in manifest.get("terminals", []) if t not in arrays]
+    if missing or "index" not in arrays or len(arrays["index"]) != manifest.get("sample_n"):
+        raise ZcpError(f"cache file {path / PACKED} does not match its manifest (missing {', '.join(missing[:3]) or 'rows'})")
+    return Cache(path, manifest, arrays)

@@ -1,0 +1,65 @@
+"""``zcp cache``: build and inspect terminal caches."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from evaluation.cache import build_cache, load_cache
+from evaluation.datasets import DATASETS
+from evaluation.images import SOURCES as IMAGE_SOURCES
+from evaluation.parallel import BACKENDS
+from evaluation.samples import read_sample
+from evaluation.spaces import SPACES
+from experiments.commands import paths_from, paths_options
+from primitives.terminals import SIGNALS
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    cache = groups.add_parser("cache", help="terminal caches: run each network once, score proxies from the cache")
+    sub = cache.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=type(cache))
+
+    build = sub.add_parser("build", parents=[paths_options()], help="build or resume a cache")
+    build.add_argument("--space", choices=SPACES, required=True)
+    build.add_argument("--dataset", choices=DATASETS, required=True)
+    build.add_argument("--sample", required=True, help="sample file (zcp bench sample)")
+    build.add_argument("--batch-size", type=int, default=64)
+    build.add_argument("--seed", type=int, default=0, help="network initialisation, image choice, noise")
+    build.add_argument("--signal", choices=SIGNALS, default="pseudo_ce", help="backward signal (default label-free)")
+    build.add_argument("--images", choices=IMAGE_SOURCES, default="auto", help="image source")
+    build.add_argument("--backend", choices=BACKENDS, default="ray")
+    build.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
+    build.add_argument("--address", default=None, help="join an existing Ray cluster")
+    build.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    build.add_argument("--out", required=True)
+    build.set_defaults(run=run_build)
+
+    info = sub.add_parser("info", help="describe a cache")
+    info.add_argument("dir")
+    info.set_defaults(run=run_info)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    sample = read_sample(args.sample, args.space)
+    start = time.perf_counter()
+    path = build_cache(sample, args.dataset, args.out, batch_size=args.batch_size, seed=args.seed,
+                       signal=args.signal, image_source=args.images, backend=args.backend, workers=args.workers,
+                       address=args.address, device=args.device, paths=paths_from(args))
+    seconds = time.perf_counter() - start
+    print(f"cache of {len(sample.indices)} {args.space} networks ({args.dataset}, batch {args.batch_size}, "
+          f"seed {args.seed}) ready at {path} ({seconds:.1f} s this run)")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    cache = load_cache(args.dir)
+    m = cache.manifest
+    size = sum(f.stat().st_size for f in cache.path.iterdir() if f.is_file())
+    layers = cache.arrays["layers"]
+    print(f"{cache.path}: {len(cache.indices)} {m['space']} networks, dataset {m['dataset']}, seed {m['seed']}, "
+          f"batch {m['batch_size']}, signal {m['signal']}, images {m['image_source']}, code {m['code_version']}")
+    print(f"  sample {m['sample_kind']}/{m['sample_split']} (sha {m['sample_sha']}); "
+          f"layers per network {int(layers.min())}..{int(layers.max())} (mean {np.mean(layers):.1f}); "
+          f"{len(m['terminals'])} terminals; {size / 2**20:.1f} MiB on disk")
+    return 0

@@ -1,0 +1,294 @@
+"""The terminals of the proxy language: what a proxy may look at, computed from a network and a batch.
+
+Passes (each runs only if a requested terminal needs it; see :data:`TERMINALS`):
+
+- ``real``: forward (and backward, for gradient terminals) on the image batch;
+- ``noise``: the same on a standard-normal batch of the same shape (terminals prefixed ``noise_``);
+- ``circle``: one forward, no backward, of ``curve_points`` inputs on a unit circle in a random 2-D
+  plane of input space (Dextr's construction), for the output curvature.
+
+The network is in train mode (BatchNorm uses batch statistics) and is restored afterwards: its
+training flag, parameters, buffers (BN running statistics) and ``.grad`` are as before.
+The backward signal (``signal``) is label-free by default: ``pseudo_ce`` = cross-entropy against
+labels drawn uniformly at random from ``seed``; ``logit_sum`` = sum of the logits; ``ce`` =
+cross-entropy against the batch's true labels (label -1 is ignored).
+
+Per-network results are *packed*: for each terminal a float64 array (Vector: all layers' vectors
+concatenated, with lengths under ``<name>.len``; RowScalar: (L,); Matrix: (1, B, B); NetScalar: (1,))
+plus ``layers`` = (1,) layer count. Packed arrays of many networks concatenate along axis 0, which is
+what the cache stores and :func:`collate` turns into language values.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from primitives.layers import (LAYER_TYPES, LayerRecord, Recorder, code_kernel, corr, corr_from_gram, gram,
+                               singular_values, spectrum)
+from primitives.types import Matrix, NetScalar, Rows, RowScalar, Vector
+
+SIGNALS = ("pseudo_ce", "logit_sum", "ce")
+
+
+@dataclass(frozen=True)
+class Terminal:
+    name: str
+    type: type
+    pass_: str  # "real", "noise", "circle" or "static"
+    backward: bool
+    doc: str
+
+
+_DATA = [  # computed on the real batch, and on the noise batch with the prefix "noise_"
+    ("act_sv", Vector, False, "singular values of the layer's activation (B x features)"),
+    ("act_corr_eig", Vector, False, "eigenvalues of the sample x sample Pearson correlation of the activation"),
+    ("chan_corr_eig", Vector, False, "eigenvalues of the channel x channel correlation of sample 0's pre-activation (MeCo)"),
+    ("chan_sv", Vector, False, "singular values of sample 0's pre-activation as channels x positions (Dextr)"),
+    ("grad_sv", Vector, True, "singular values of the gradient w.r.t. the pre-activation (B x features)"),
+    ("wgrad_sv", Vector, True, "singular values of the weight gradient (out x fan-in)"),
+    ("act_mean", RowScalar, False, "mean of the activation"),
+    ("act_std", RowScalar, False, "standard deviation of the activation"),
+    ("act_pos", RowScalar, False, "fraction of positive activation entries"),
+    ("preact_std", RowScalar, False, "standard deviation of the pre-activation"),
+    ("grad_abs_mean", RowScalar, True, "mean |gradient| w.r.t. the pre-activation"),
+    ("grad_std", RowScalar, True, "standard deviation of the gradient w.r.t. the pre-activation"),
+    ("wgrad_norm", RowScalar, True, "Frobenius norm of the weight gradient"),
+    ("snip", RowScalar, True, "sum of |weight * weight gradient| (SNIP saliency of the layer)"),
+    ("code_kernel", Matrix, False, "NASWOT kernel: sum over ReLU units of c c^T + (1-c)(1-c)^T, c = input > 0"),
+    ("act_corr_sum", Matrix, False, "sum over layers of the sample x sample activation correlation"),
+    ("grad_corr_sum", Matrix, True, "sum over layers of the sample x sample gradient correlation"),
+    ("logit_corr", Matrix, False, "sample x sample Pearson correlation of the logits"),
+    ("logit_std", NetScalar, False, "standard deviation of the logits"),
+]
+_STATIC = [  # data-independent, recorded during the real pass (the layer order needs a forward)
+    ("weight_sv", Vector, "singular values of the weight (out x fan-in)"),
+    ("weight_norm", RowScalar, "Frobenius norm of the weight"),
+    ("layer_params", RowScalar, "parameters of the layer module"),
+    ("fan_in", RowScalar, "fan-in of the layer (in channels x kernel area, or in features)"),
+    ("width", RowScalar, "output channels or features of the layer"),
+    ("layer_flops", RowScalar, "multiply-accumulates of the layer per input sample"),
+    ("flops", NetScalar, "multiply-accumulates of all layers per input sample"),
+    ("depth", NetScalar, "number of layers (Conv2d / Linear calls)"),
+]
+TERMINALS: dict[str, Terminal] = {}
+for _name, _type, _bw, _doc in _DATA:
+    TERMINALS[_name] = Terminal(_name, _type, "real", _bw, _doc)
+    TERMINALS["noise_" + _name] = Terminal("noise_" + _name, _type, "noise", _bw, _doc + ", on the noise batch")
+for _name, _type, _doc in _STATIC:
+    TERMINALS[_name] = Terminal(_name, _type, "real", False, _doc)
+TERMINALS["params"] = Terminal("params", NetScalar, "static", False, "number of parameters of the model")
+TERMINALS["curvature"] = Terminal("curvature", NetScalar, "circle", False,
+                                  "mean extrinsic curvature of the logits along a circle of inputs (Dextr)")
+
+
+def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: torch.Tensor | None,
+                signal: str) -> dict[str, np.ndarray]:
+    """One forward (+ backward if a wanted terminal needs it) with hooks; base names in ``wanted``."""
+    backward = any(TERMINALS[n].backward for n in wanted)
+    kernels: dict[str, torch.Tensor] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        kernels[name] = kernels[name] + value if name in kernels else value
+
+    def on_layer(rec: LayerRecord, a: torch.Tensor, z: torch.Tensor) -> None:
+        s, b = rec.stats, a.shape[0]
+        a2 = a.reshape(b, -1)
+        g, sums = gram(a2), a2.float().sum(1)
+        s["act_mean"], s["act_std"] = _moments(g, sums, a2.numel())
+        s["act_pos"] = (a2 > 0).sum() / a2.numel()
+        s["preact_std"] = z.std()
+        if wanted & {"act_sv", "act_corr_eig", "act_corr_sum"}:
+            s["act_sv"] = spectrum(g).clamp_min(0).sqrt()
+            c = corr_from_gram(g, sums, a2.shape[1])
+            s["act_corr_eig"] = spectrum(c)
+            if "act_corr_sum" in wanted:
+                add("act_corr_sum", c)
+        z0 = z[0].reshape(z.shape[1], -1)
+        if wanted & {"chan_corr_eig"}:
+            s["chan_corr_eig"] = spectrum(corr(z0))
+        if wanted & {"chan_sv"}:
+            s["chan_sv"] = singular_values(z0)
+        m = rec.module
+        w = m.weight.detach().reshape(m.weight.shape[0], -1)
+        if "weight_sv" in wanted:
+            s["weight_sv"] = singular_values(w)
+        s["weight_norm"] = torch.linalg.vector_norm(w.double())
+        s["layer_params"] = torch.tensor(float(sum(p.numel() for p in m.parameters(recurse=False))))
+        s["fan_in"], s["width"] = torch.tensor(float(w.shape[1])), torch.tensor(float(w.shape[0]))
+        s["layer_flops"] = torch.tensor(float(z[0].numel() * w.shape[1]))
+
+    def on_grad(rec: LayerRecord, g: torch.Tensor) -> None:
+        s, g2 = rec.stats, g.reshape(g.shape[0], -1)
+        gg, sums = gram(g2), g2.float().sum(1)
+        s["grad_abs_mean"] = torch.linalg.vector_norm(g2, 1) / g2.numel()
+        s["grad_std"] = _moments(gg, sums, g2.numel())[1]
+        if wanted & {"grad_sv", "grad_corr_sum"}:
+            s["grad_sv"] = spectrum(gg).clamp_min(0).sqrt()
+            if "grad_corr_sum" in wanted:
+                add("grad_corr_sum", corr_from_gram(gg, sums, g2.shape[1]))
+
+    def on_unit(u: torch.Tensor) -> None:
+        add("code_kernel", code_kernel(u))
+
+    for p in model.parameters():
+        p.grad = None
+    with Recorder(model, on_layer, on_grad if backward else None,
+                  on_unit if "code_kernel" in wanted else None) as rec:
+        logits = model(x)
+        if backward:
+            _signal(logits, labels, signal).backward()
+    if "code_kernel" in wanted and rec.units == 0:
+        raise ValueError("the model has no nn.ReLU modules: code_kernel (NASWOT) needs activation units")
+    if not rec.layers:
+        raise ValueError("the model has no Conv2d / Linear layers: per-layer terminals are undefined")
+    for r in rec.layers:
+        if backward and r.module.weight.grad is not None:
+            w, dw = r.module.weight.detach(), r.module.weight.grad.detach()
+            r.stats["wgrad_sv"] = singular_values(dw.reshape(dw.shape[0], -1))
+            r.stats["wgrad_norm"] = torch.linalg.vector_norm(dw.double())
+            r.stats["snip"] = torch.linalg.vector_norm(w.double() * dw.double(), 1)
+    with torch.no_grad():
+        lg = logits.detach().double()
+        kernels["logit_corr"] = corr(lg)
+    out: dict[str, np.ndarray] = {"layers": np.array([len(rec.layers)], dtype=np.int64)}
+    for name in wanted:
+        kind = TERMINALS[name].type
+        if kind is Vector:
+            vecs = [r.stats.get(name, torch.zeros(0, dtype=torch.float64)) for r in rec.layers]
+            out[name] = torch.cat(vecs).numpy()
+            out[name + ".len"] = np.array([len(v) for v in vecs], dtype=np.int64)
+        elif kind is RowScalar:
+            out[name] = np.array([float(r.stats.get(name, math.nan)) for r in rec.layers])
+        elif kind is Matrix:
+            out[name] = kernels[name].numpy()[None]
+        elif name == "logit_std":
+            out[name] = np.array([float(lg.std())])
+        elif name == "flops":
+            out[name] = np.array([sum(float(r.stats["layer_flops"]) for r in rec.layers)])
+        elif name == "depth":
+            out[name] = np.array([float(len(rec.layers))])
+    return out
+
+
+def _moments(g: torch.Tensor, sums: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) standard deviation of all entries, from their Gram matrix and row sums."""
+    total = sums.double().sum()
+    var = (g.diagonal().sum() - total * total / n) / max(n - 1, 1)
+    return total / n, var.clamp_min(0).sqrt()
+
+
+def _signal(logits: torch.Tensor, labels: torch.Tensor | None, signal: str) -> torch.Tensor:
+    if signal == "logit_sum":
+        return logits.sum()
+    if labels is None:
+        raise ValueError("backward signal 'ce' needs the batch's labels")
+    return F.cross_entropy(logits, labels.to(logits.device), ignore_index=-1)
+
+
+def circle_inputs(shape: tuple[int, ...], points: int, generator: torch.Generator) -> torch.Tensor:
+    """``points`` inputs x(t) = cos(t) u1 + sin(t) u2 on a unit circle in a random 2-D input plane."""
+    d = math.prod(shape)
+    basis, _ = torch.linalg.qr(torch.randn(d, 2, generator=generator, dtype=torch.float64))
+    theta = torch.arange(points, dtype=torch.float64) * (2 * math.pi / points)
+    x = torch.cos(theta)[:, None] * basis[:, 0] + torch.sin(theta)[:, None] * basis[:, 1]
+    return x.float().reshape(points, *shape)
+
+
+def curvature(logits: torch.Tensor) -> float:
+    """Mean curvature sqrt(|v|^2 |a|^2 - (v.a)^2) / |v|^3 of a closed curve sampled at equal angles.
+
+    Velocity and acceleration by central differences in the angle (float64)."""
+    f = logits.double()
+    step = 2 * math.pi / f.shape[0]
+    nxt, prv = f.roll(-1, 0), f.roll(1, 0)
+    v, a = (nxt - prv) / (2 * step), (nxt - 2 * f + prv) / step**2
+    vv, aa, va = (v * v).sum(1), (a * a).sum(1), (v * a).sum(1)
+    k = torch.sqrt((vv * aa - va**2).clamp_min(0)) / vv.clamp_min(1e-300) ** 1.5
+    return float(torch.where(vv > 0, k, torch.zeros_like(k)).mean())
+
+
+def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[str] | None = None, *,
+                      labels: torch.Tensor | None = None, signal: str = "pseudo_ce", seed: int = 0,
+                      curve_points: int = 64) -> dict[str, np.ndarray]:
+    """Packed terminals of one network (see the module docstring); only the passes ``names`` need."""
+    names = set(TERMINALS if names is None else names)
+    unknown = sorted(names - set(TERMINALS))
+    if unknown:
+        raise ValueError(f"unknown terminal(s): {', '.join(unknown)}")
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown backward signal {signal!r}; known: {', '.join(SIGNALS)}")
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(images.shape, generator=gen).to(images.device)
+    pseudo = torch.randint(0, 1 << 30, (images.shape[0],), generator=gen)
+    circle_gen = torch.Generator().manual_seed(seed + 1)
+
+    was_training = model.training
+    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    grads = {p: p.grad for p in model.parameters()}
+    out: dict[str, np.ndarray] = {}
+    try:
+        model.train()
+        for kind, prefix, x in (("real", "", images), ("noise", "noise_", noise)):
+            wanted = {n[len(prefix):] for n in names if TERMINALS[n].pass_ == kind}
+            if not wanted:
+                continue
+            y = labels if signal == "ce" and kind == "real" else _pseudo(model, x, pseudo)
+            stats = _pass_stats(model, x, wanted, y, signal)
+            out["layers"] = stats.pop("layers")
+            out.update({prefix + k: v for k, v in stats.items()})
+        if "curvature" in names:
+            with torch.no_grad():
+                logits = model(circle_inputs(tuple(images.shape[1:]), curve_points, circle_gen).to(images.device))
+            out["curvature"] = np.array([curvature(logits.cpu())])
+        if "params" in names:
+            out["params"] = np.array([float(sum(p.numel() for p in model.parameters()))])
+    finally:
+        model.load_state_dict(saved)
+        for p, g in grads.items():
+            p.grad = g
+        model.train(was_training)
+    out.setdefault("layers", np.zeros(1, dtype=np.int64))
+    return out
+
+
+def _pseudo(model: nn.Module, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Pseudo-labels: ``draws`` modulo the number of classes (the model's output width)."""
+    classes = _output_width(model)
+    return (draws % classes).to(x.device)
+
+
+def _output_width(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
+    if not last:
+        raise ValueError("the model has no Conv2d / Linear layers")
+    m = last[-1]
+    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
+
+
+def collate(packed: Mapping[str, np.ndarray], names: Iterable[str], device: str = "cpu") -> dict[str, object]:
+    """Language values (see ``primitives.types``) of the terminals ``names`` for all packed networks."""
+    counts = packed["layers"].tolist()
+    layer_rows, net_rows = Rows.from_counts(counts, device), Rows.networks(len(counts), device)
+    env: dict[str, object] = {}
+    for name in names:
+        kind, arr = TERMINALS[name].type, torch.as_tensor(np.asarray(packed[name]), dtype=torch.float64, device=device)
+        if kind is Vector:
+            lens = torch.as_tensor(np.asarray(packed[name + ".len"]), device=device)
+            width = int(lens.max()) if len(lens) else 0
+            mask = torch.arange(width, device=device)[None, :] < lens[:, None]
+            data = torch.zeros(mask.shape, dtype=torch.float64, device=device)
+            data[mask] = arr
+            env[name] = Vector(data, mask, layer_rows)
+        elif kind is RowScalar:
+            env[name] = RowScalar(arr, layer_rows)
+        elif kind is Matrix:
+            env[name] = Matrix(arr, net_rows)
+        else:
+            env[name] = NetScalar(arr)
+    return env
