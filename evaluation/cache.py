@@ -128,6 +128,10 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     """Build (or resume) the cache of ``sample`` in ``out``; returns the packed file's path."""
     out = Path(out)
     terminals = tuple(sorted(terminals or TERMINALS))
+    unknown = [t for t in terminals if t not in TERMINALS]
+    if unknown:
+        raise ZcpError(f"unknown terminal(s) {', '.join(unknown)}; known: {', '.join(TERMINALS)}")
+    batch = load_batch(dataset, batch_size, seed, image_source, paths)
     spec = CacheSpec(sample.space, dataset, seed, batch_size, sample_sha(sample), terminals, signal,
                      image_source, curve_points)
     expected = spec.manifest(sample)
@@ -141,8 +145,6 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     shard_dir.mkdir(parents=True, exist_ok=True)
     done = {int(p.stem) for p in shard_dir.glob("*.npz")}
     todo = [i for i in sample.indices if i not in done]
-
-    batch = load_batch(dataset, batch_size, seed, image_source, paths)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     job = _Job(sample.space, dataset, seed, signal, curve_points, terminals, device)
     gpus = 1.0 / max(workers or 1, 1) if device == "cuda" and backend == "ray" else 0.0

@@ -14,8 +14,8 @@ Networks that call ``torch.relu`` functionally have layers but no activation uni
 need activation units then fail with a clear error rather than returning a wrong number.
 
 Every tensor is reduced to small statistics inside its hook (B x B kernels, spectra, moments), so
-memory stays that of a plain forward/backward pass. Gram matrices are formed in float32 (exact for
-binary codes up to 2^24 features) and everything derived from them is float64.
+memory stays that of a plain forward/backward pass. Gram matrices and everything derived from them
+are float64; only binary-code products are float32, which is exact up to 2^24 features.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ F64 = torch.float64
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
-    """``x x^T`` of a (B, D) matrix, computed in float32 and returned in float64."""
-    x = x.float()
-    return (x @ x.T).double()
+    """``x x^T`` of a (B, D) matrix in float64 (a float32 Gram loses the small end of the spectrum)."""
+    x = x.double()
+    return x @ x.T
 
 
 def corr_from_gram(g: torch.Tensor, sums: torch.Tensor, d: int) -> torch.Tensor:
@@ -49,9 +49,9 @@ def corr_from_gram(g: torch.Tensor, sums: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def corr(x: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of the rows of a 2-D tensor (float64, undefined entries 0)."""
-    x = x.flatten(1)
-    return corr_from_gram(gram(x), x.float().sum(1), x.shape[1])
+    """Pearson correlation of the rows of a 2-D tensor, in float64 (undefined entries 0)."""
+    x = x.flatten(1).double()
+    return corr_from_gram(gram(x), x.sum(1), x.shape[1])
 
 
 def spectrum(sym: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def code_kernel(x: torch.Tensor) -> torch.Tensor:
     """NASWOT kernel of one activation unit: ``c c^T + (1-c)(1-c)^T`` for the codes ``c = x > 0``."""
     c = (x.flatten(1) > 0).float()
     s = c.sum(1).double()
-    return c.shape[1] - s[:, None] - s[None, :] + 2 * gram(c)
+    return c.shape[1] - s[:, None] - s[None, :] + 2 * (c @ c.T).double()
 
 
 @dataclass

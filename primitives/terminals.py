@@ -99,7 +99,7 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
     def on_layer(rec: LayerRecord, a: torch.Tensor, z: torch.Tensor) -> None:
         s, b = rec.stats, a.shape[0]
         a2 = a.reshape(b, -1)
-        g, sums = gram(a2), a2.float().sum(1)
+        g, sums = gram(a2), a2.double().sum(1)
         s["act_mean"], s["act_std"] = _moments(g, sums, a2.numel())
         s["act_pos"] = (a2 > 0).sum() / a2.numel()
         s["preact_std"] = z.std()
@@ -125,7 +125,7 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
 
     def on_grad(rec: LayerRecord, g: torch.Tensor) -> None:
         s, g2 = rec.stats, g.reshape(g.shape[0], -1)
-        gg, sums = gram(g2), g2.float().sum(1)
+        gg, sums = gram(g2), g2.double().sum(1)
         s["grad_abs_mean"] = torch.linalg.vector_norm(g2, 1) / g2.numel()
         s["grad_std"] = _moments(gg, sums, g2.numel())[1]
         if wanted & {"grad_sv", "grad_corr_sum"}:

@@ -32,6 +32,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     build.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
     build.add_argument("--address", default=None, help="join an existing Ray cluster")
     build.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    build.add_argument("--terminals", default=None, help="comma-separated subset of terminals (default: all)")
     build.add_argument("--out", required=True)
     build.set_defaults(run=run_build)
 
@@ -42,8 +43,9 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     sample = read_sample(args.sample, args.space)
+    terminals = tuple(args.terminals.split(",")) if args.terminals else None
     start = time.perf_counter()
-    path = build_cache(sample, args.dataset, args.out, batch_size=args.batch_size, seed=args.seed,
+    path = build_cache(sample, args.dataset, args.out, batch_size=args.batch_size, seed=args.seed, terminals=terminals,
                        signal=args.signal, image_source=args.images, backend=args.backend, workers=args.workers,
                        address=args.address, device=args.device, paths=paths_from(args))
     seconds = time.perf_counter() - start
