@@ -146,7 +146,8 @@ def _per_row(m: Matrix, out: torch.Tensor, bad: torch.Tensor) -> RowScalar:
 
 
 def _spectrum(m: Matrix, values: torch.Tensor, bad: torch.Tensor) -> Vector:
-    return Vector(_clamp(torch.where(bad[:, None], math.nan, values)), torch.ones_like(values, dtype=torch.bool), m.rows)
+    values = _clamp(torch.where(bad[:, None], math.nan, values))
+    return Vector(values, torch.ones_like(values, dtype=torch.bool), m.rows)
 
 
 @_primitive((Matrix,), Vector, "eigenvalues of (A+A^T)/2, ascending")

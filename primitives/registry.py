@@ -1,4 +1,4 @@
-"""One registry of the proxy language: primitives, terminal declarations and ephemeral constants.
+"""One registry of the proxy language: primitives and ephemeral constants.
 
 A primitive is pure tensor math on the value types of :mod:`primitives.types` (float64, vectorised
 over the rows of many networks). :meth:`Registry.register` checks every entry when it is added: the
@@ -7,8 +7,9 @@ argument types (zeros, 1e150, 1e-150, negative, mixed, on layer and on network r
 returns its declared type, well shaped, finite and within [-BIG, BIG], except NaN in networks whose
 inputs had a NaN. NaN is the language's one sentinel: "undefined", mapped to worst fitness later.
 
-The GP engine reads the registry through :attr:`Registry.primitives`, :attr:`Registry.terminals`
-and :attr:`Registry.ephemerals` (read-only mappings of frozen entries: names, arg and return types).
+The GP engine reads the registry through :attr:`Registry.primitives` and :attr:`Registry.ephemerals`
+(read-only mappings of frozen entries: names, arg and return types). The terminals (the language's
+inputs, with their types) are catalogued in :mod:`primitives.terminals`.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ TINY = 1.0 / BIG
 """Magnitudes below TINY count as zero for the protected operations."""
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SCALAR_TYPES = (RowScalar, NetScalar)
+SCALAR_TYPES = (RowScalar, NetScalar)
+"""The types that numeric literals and ephemeral constants may have."""
 
 
 class RegistrationError(ZcpError):
@@ -51,15 +53,6 @@ class Primitive:
     args: tuple[type, ...]
     ret: type
     sym: Callable[..., sympy.Expr]
-    doc: str
-
-
-@dataclass(frozen=True)
-class Terminal:
-    """A named input of a type; its values come from the terminal cache, not from the registry."""
-
-    name: str
-    type: type
     doc: str
 
 
@@ -87,7 +80,8 @@ def bad_networks(value: Value, n: int) -> torch.Tensor:
     """(n,) bool: the networks with a non-finite entry anywhere in their rows of ``value``."""
     if isinstance(value, NetScalar):
         return ~torch.isfinite(value.data)
-    bad_rows = ~torch.isfinite(value.data.reshape(len(value.data), -1)).all(1)
+    finite = torch.isfinite(value.data)
+    bad_rows = ~(finite.flatten(1).all(1) if finite.ndim > 1 else finite)
     out = torch.zeros(n, dtype=torch.bool, device=value.data.device)
     out[value.rows.seg[bad_rows]] = True
     return out
@@ -110,23 +104,20 @@ def shape_problem(value: Value, n: int) -> str | None:
 
 
 class Registry:
-    """Primitives, terminal declarations and ephemeral constants under unique names."""
+    """Primitives and ephemeral constants under unique names."""
 
     def __init__(self) -> None:
         self._primitives: dict[str, Primitive] = {}
-        self._terminals: dict[str, Terminal] = {}
         self._ephemerals: dict[str, Ephemeral] = {}
 
     @property
     def primitives(self) -> Mapping[str, Primitive]:
+        """Read-only name -> primitive (for the GP engine: ``args`` and ``ret`` types)."""
         return MappingProxyType(self._primitives)
 
     @property
-    def terminals(self) -> Mapping[str, Terminal]:
-        return MappingProxyType(self._terminals)
-
-    @property
     def ephemerals(self) -> Mapping[str, Ephemeral]:
+        """Read-only name -> ephemeral constant generator."""
         return MappingProxyType(self._ephemerals)
 
     def register(self, name: str, fn: Callable[..., Value], args: Iterable[type], ret: type,
@@ -145,7 +136,8 @@ class Registry:
         except Exception as e:
             raise RegistrationError(f"primitive {name!r}: sympy form raised {type(e).__name__}: {e}") from e
         if not isinstance(form, sympy.Basic):
-            raise RegistrationError(f"primitive {name!r}: sympy form returned {type(form).__name__}, not a sympy expression")
+            raise RegistrationError(f"primitive {name!r}: sympy form returned {type(form).__name__},"
+                                    " not a sympy expression")
         for label, values in _edge_cases(prim.args):
             problem = _check_output(prim, values)
             if problem:
@@ -153,18 +145,10 @@ class Registry:
         self._primitives[name] = prim
         return prim
 
-    def declare_terminal(self, name: str, type_: type, doc: str) -> Terminal:
-        """Declare a terminal of one of the value types (its values come from elsewhere)."""
-        self._check_name(name, "terminal")
-        if type_ not in TYPES:
-            raise RegistrationError(f"terminal {name!r}: type {type_!r} is not one of primitives.types.TYPES")
-        self._terminals[name] = Terminal(name, type_, doc)
-        return self._terminals[name]
-
     def add_ephemeral(self, name: str, type_: type, gen: Callable[[random.Random], float], doc: str) -> Ephemeral:
         """Add a random-constant generator for a scalar type; it must return a finite Python float."""
         self._check_name(name, "ephemeral constant")
-        if type_ not in _SCALAR_TYPES:
+        if type_ not in SCALAR_TYPES:
             raise RegistrationError(f"ephemeral constant {name!r}: type must be RowScalar or NetScalar, got {type_!r}")
         for seed in range(8):
             v = gen(random.Random(seed))
@@ -176,7 +160,7 @@ class Registry:
     def _check_name(self, name: str, kind: str) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise RegistrationError(f"{kind} name {name!r} is not an ASCII identifier")
-        if name in self._primitives or name in self._terminals or name in self._ephemerals:
+        if name in self._primitives or name in self._ephemerals:
             raise RegistrationError(f"{kind} name {name!r} is already registered")
 
 
@@ -220,6 +204,7 @@ def _accepts(f: Callable, k: int) -> bool:
 # ----------------------------------------------------------------------------- edge inputs
 
 _COUNTS = [1, 3, 0, 2]  # ragged layer counts, with a network that has no layer
+_ROWS = {True: Rows.from_counts(_COUNTS), False: Rows.networks(len(_COUNTS))}
 _KINDS = {
     "zeros": [0.0],
     "huge": [BIG],
@@ -231,7 +216,7 @@ _KINDS = {
 
 def _edge_value(t: type, kind: str, layer: bool, slot: int, nan: bool) -> Value:
     """A value of type ``t`` filled with the ``kind`` pattern; ``nan`` puts a NaN in network 0."""
-    rows = Rows.from_counts(_COUNTS) if layer else Rows.networks(len(_COUNTS))
+    rows = _ROWS[layer]
     r = len(rows.seg)
     shape = {NetScalar: (len(_COUNTS),), RowScalar: (r,), Vector: (r, 4 - 2 * slot), Matrix: (r, 3, 3)}[t]
     pattern = torch.tensor(_KINDS[kind], dtype=DTYPE)

@@ -87,6 +87,11 @@ TERMINALS["curvature"] = Terminal("curvature", NetScalar, "circle", False,
                                   "mean extrinsic curvature of the logits along a circle of inputs (Dextr)")
 
 
+def terminal_types(names: Iterable[str] | None = None) -> dict[str, type]:
+    """Name -> language type of the terminals ``names`` (all by default), as the parser takes them."""
+    return {n: TERMINALS[n].type for n in (TERMINALS if names is None else names)}
+
+
 def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: torch.Tensor | None,
                 signal: str) -> dict[str, np.ndarray]:
     """One forward (+ backward if a wanted terminal needs it) with hooks; base names in ``wanted``."""
