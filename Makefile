@@ -22,11 +22,10 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
 
-# Until the GP engine lands this exercises the benchmark substrate end to end.
+# The main job: cache build + evolution + held-out report on the shared CIFAR-10 data.
 quickstart: venv
-	$(BIN)/zcp bench info
-	$(BIN)/zcp bench check --space tss --dataset cifar10 --limit 200
-	$(BIN)/zcp bench sample --space tss --dataset cifar10 --split heldout --kind quantile --n 100 --seed 0 --out runs/quickstart/heldout_quantile_100.json
+	rm -rf runs/quickstart
+	$(BIN)/zcp evolve experiments/configs/quickstart.toml --out runs/quickstart
 
 clean:
 	rm -rf $(VENV) build *.egg-info

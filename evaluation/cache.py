@@ -1,8 +1,9 @@
 """The terminal cache: every sampled network run once, its terminals stored, proxies scored from it.
 
 A cache directory holds ``manifest.json`` (how it was made), one ``shards/<index>.npz`` per finished
-architecture while building, and ``terminals.npz`` (all networks packed, in sample order) once the
-build is complete; packing removes the shards. Every file is written atomically, so a build killed at
+architecture while building, and ``terminals/`` (one ``.npy`` per packed array, all networks in
+sample order; plain ``.npy`` loads at disk speed) once the build is complete; packing writes it in a
+temporary folder renamed into place, then removes the shards. Every file is written atomically, so a build killed at
 any point resumes where it stopped with no half-written entry. A directory is refused by a build or
 a load that would mix caches made differently (space, dataset, seed, batch, sample, terminals,
 backward signal, image source, code version).
@@ -16,7 +17,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +39,7 @@ from primitives.terminals import TERMINALS, collate, compute_terminals
 
 CODE_VERSION = "terminals-1"  # bump whenever a terminal's definition changes
 FORMAT = "zcp-cache/1"
-MANIFEST, PACKED, SHARDS = "manifest.json", "terminals.npz", "shards"
+MANIFEST, PACKED, SHARDS = "manifest.json", "terminals", "shards"
 
 
 @dataclass(frozen=True)
@@ -112,12 +115,42 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def _corrupt(path: Path, exc: Exception) -> ZcpError:
+    return ZcpError(f"cache file {path} is truncated or corrupt ({type(exc).__name__}); delete it and rebuild")
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ZcpError(f"cache file {path} is truncated or corrupt ({type(exc).__name__}); delete it and rebuild") from None
+        raise _corrupt(path, exc) from None
+
+
+def _load_packed(folder: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    for path in sorted(folder.glob("*.npy")):
+        try:
+            arrays[path.name[:-4]] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise _corrupt(path, exc) from None
+    return arrays
+
+
+def _write_packed(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write every array as ``<name>.npy`` into a temporary sibling folder, then rename it into place."""
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for name, array in arrays.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, array, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ZcpError(f"cannot write {folder}: {exc.strerror or exc}") from None
+    return folder
 
 
 def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_size: int = 64, seed: int = 0,
@@ -125,7 +158,7 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
                 terminals: tuple[str, ...] | None = None, backend: str = "ray", workers: int | None = None,
                 address: str | None = None, device: str = "auto", paths: Any = None,
                 progress: bool | None = None) -> Path:
-    """Build (or resume) the cache of ``sample`` in ``out``; returns the packed file's path."""
+    """Build (or resume) the cache of ``sample`` in ``out``; returns the packed folder's path."""
     out = Path(out)
     terminals = tuple(sorted(terminals or TERMINALS))
     unknown = [t for t in terminals if t not in TERMINALS]
@@ -160,7 +193,7 @@ def pack(out: Path, sample: Sample) -> Path:
     shards = [_load_npz(out / SHARDS / f"{i}.npz") for i in sample.indices]
     packed = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
     packed["index"] = np.asarray(sample.indices, dtype=np.int64)
-    path = atomic_write_bytes(out / PACKED, _npz_bytes(packed))
+    path = _write_packed(out / PACKED, packed)
     for i in sample.indices:
         (out / SHARDS / f"{i}.npz").unlink(missing_ok=True)
     (out / SHARDS).rmdir()
@@ -196,8 +229,8 @@ def load_cache(path: str | os.PathLike, **expect: Any) -> Cache:
             raise ZcpError(f"cache {path} is for {key}={manifest.get(key)!r}, not {value!r}")
     if not (path / PACKED).exists():
         raise ZcpError(f"cache {path} is incomplete: run the same `zcp cache build` again to finish it")
-    arrays = _load_npz(path / PACKED)
+    arrays = _load_packed(path / PACKED)
     missing = [t for t in manifest.get("terminals", []) if t not in arrays]
     if missing or "index" not in arrays or len(arrays["index"]) != manifest.get("sample_n"):
-        raise ZcpError(f"cache file {path / PACKED} does not match its manifest (missing {', '.join(missing[:3]) or 'rows'})")
+        raise ZcpError(f"cache {path / PACKED} does not match its manifest (missing {', '.join(missing[:3]) or 'rows'})")
     return Cache(path, manifest, arrays)

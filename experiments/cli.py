@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from evaluation.errors import ZcpError
-from experiments.commands import bench, cache
+from experiments.commands import bench, cache, evolve
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND", parser_class=Parser)
     bench.register(groups)
     cache.register(groups)
+    evolve.register(groups)
     return parser
 
 

@@ -1,5 +1,6 @@
 """The terminal cache: build, resume after kill -9, refuse mixed or damaged caches, serial == Ray."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,14 +63,19 @@ def test_damaged_caches_are_one_line_errors(built, tmp_path):
     copy.mkdir()
     manifest = json.loads((built / MANIFEST).read_text())
     (copy / MANIFEST).write_text(json.dumps(manifest))
-    (copy / PACKED).write_bytes((built / PACKED).read_bytes()[:1000])
-    with pytest.raises(ZcpError, match="truncated or corrupt"):
+    shutil.copytree(built / PACKED, copy / PACKED)
+    (copy / PACKED / "act_sv.npy").write_bytes((built / PACKED / "act_sv.npy").read_bytes()[:1000])
+    with pytest.raises(ZcpError, match="act_sv.npy is truncated or corrupt"):
         load_cache(copy)
     (copy / MANIFEST).write_text(json.dumps(manifest | {"code_version": "terminals-0"}))
     with pytest.raises(ZcpError, match="code version 'terminals-0'"):
         load_cache(copy)
     (copy / MANIFEST).write_text("{")
     with pytest.raises(ZcpError, match="unreadable"):
+        load_cache(copy)
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    (copy / PACKED / "act_sv.npy").unlink()
+    with pytest.raises(ZcpError, match="does not match its manifest \\(missing act_sv"):
         load_cache(copy)
     with pytest.raises(ZcpError, match="not a terminal cache"):
         load_cache(tmp_path)

@@ -59,8 +59,9 @@ def main() -> None:
 
     start = time.perf_counter()
     cache = load_cache(args.cache)
+    env = cache.env()
     load_s = time.perf_counter() - start
-    size = sum(f.stat().st_size for f in cache.path.iterdir() if f.is_file())
+    size = sum(f.stat().st_size for f in cache.path.rglob("*") if f.is_file())
     m = cache.manifest
     space, indices = get_space(m["space"]), cache.indices
     x = load_batch(m["dataset"], m["batch_size"], m["seed"], m["image_source"]).images
@@ -83,9 +84,9 @@ def main() -> None:
     print(f"   ratio vs same passes: median {statistics.median(ratios):.2f} (max {max(ratios):.2f}); "
           f"vs one fwd+bwd: median {statistics.median(b / s for b, s in zip(build, single)):.2f}")
 
-    print(f"2. cache of {len(indices)} networks: {size / 2**20:.0f} MiB on disk, loaded in {load_s:.2f} s")
+    print(f"2. cache of {len(indices)} networks: {size / 2**20:.0f} MiB on disk, "
+          f"loaded into language values in {load_s:.2f} s")
 
-    env = cache.env()
     names = terminal_types(cache.manifest["terminals"])
     pyrng = random.Random(args.seed)
     times = []
@@ -94,14 +95,14 @@ def main() -> None:
         node = parse(text, REGISTRY, names)
         times.append(_timed(lambda: evaluate(node, env, {})))
     print(f"3. {args.expressions} random expressions (depth <= 6) over {len(indices)} cached networks, "
-          f"{torch.get_num_threads()} thread: median {statistics.median(times):.3f} s, max {max(times):.3f} s")
+          f"{torch.get_num_threads()} thread: median {statistics.median(times) * 1e3:.1f} ms, max {max(times):.3f} s")
 
     torch.set_num_threads(2)
     times = []
     for _ in range(args.expressions):
         node = parse(random_expression(REGISTRY, names, pyrng, max_depth=6), REGISTRY, names)
         times.append(_timed(lambda: evaluate(node, env, {})))
-    print(f"   same with 2 threads: median {statistics.median(times):.3f} s, max {max(times):.3f} s")
+    print(f"   same with 2 threads: median {statistics.median(times) * 1e3:.1f} ms, max {max(times):.3f} s")
     torch.set_num_threads(1)
 
     text = "n_add(layer_sum(v_min(chan_corr_eig)), n_log(layer_sum(m_logdet(code_kernel))))"

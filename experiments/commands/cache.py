@@ -57,7 +57,7 @@ def run_build(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     cache = load_cache(args.dir)
     m = cache.manifest
-    size = sum(f.stat().st_size for f in cache.path.iterdir() if f.is_file())
+    size = sum(f.stat().st_size for f in cache.path.rglob("*") if f.is_file())
     layers = cache.arrays["layers"]
     print(f"{cache.path}: {len(cache.indices)} {m['space']} networks, dataset {m['dataset']}, seed {m['seed']}, "
           f"batch {m['batch_size']}, signal {m['signal']}, images {m['image_source']}, code {m['code_version']}")

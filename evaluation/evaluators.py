@@ -1,0 +1,93 @@
+"""Score batches of expression strings serially or on long-lived Ray actors holding the caches.
+
+The payload (packed cache arrays and accuracies of every target) is put in Ray's object store once;
+each actor builds its :class:`~evaluation.fitness.Fitness` from it when it starts and then receives
+only lists of strings. A batch is split into contiguous chunks, one per actor, and reassembled in
+order, so serial and Ray evaluation return identical lists. An actor that dies is restarted and its
+chunk retried (``max_restarts`` / ``max_task_retries``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.fitness import Fitness, Target
+from evaluation.parallel import start_ray
+from primitives.terminals import collate
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Everything a fitness evaluator needs, as plain arrays (cheap to ship once)."""
+
+    datasets: tuple[str, ...]
+    arrays: tuple[dict[str, np.ndarray], ...]
+    accuracies: tuple[np.ndarray, ...]
+    terminals: tuple[str, ...]
+    metric: str
+    combine: str
+
+    def fitness(self) -> Fitness:
+        targets = [Target(d, collate(a, self.terminals), acc)
+                   for d, a, acc in zip(self.datasets, self.arrays, self.accuracies)]
+        return Fitness(targets, self.terminals, self.metric, self.combine)
+
+
+def _chunks(items: Sequence[str], k: int) -> list[list[str]]:
+    size = -(-len(items) // k)
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+class Evaluator:
+    """``evaluator(texts) -> fitnesses``; ``backend`` 'serial' or 'ray' (``workers`` actors)."""
+
+    def __init__(self, payload: Payload, backend: str = "serial", workers: int = 1, address: str | None = None) -> None:
+        self.backend, self.workers = backend, max(1, workers)
+        if backend == "serial":
+            self._fitness = payload.fitness()
+            return
+        import ray
+
+        start_ray(self.workers, address)
+        actor = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(_Actor)
+        ref = ray.put(payload)
+        self._actors = [actor.remote(ref) for _ in range(self.workers)]
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        if self.backend == "serial":
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as on the actors: identical results
+            try:
+                return self._fitness(texts)
+            finally:
+                torch.set_num_threads(threads)
+        import ray
+
+        chunks = _chunks(texts, len(self._actors))
+        parts = ray.get([a.score.remote(c) for a, c in zip(self._actors, chunks)])
+        return [f for part in parts for f in part]
+
+    def close(self) -> None:
+        if self.backend == "ray":
+            import ray
+
+            for a in self._actors:
+                ray.kill(a)
+            self._actors = []
+
+
+class _Actor:
+    def __init__(self, payload: Payload) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.fitness = payload.fitness()
+
+    def score(self, texts: list[str]) -> list[float]:
+        return self.fitness(texts)

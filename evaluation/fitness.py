@@ -1,0 +1,86 @@
+"""Fitness of candidate proxies: rank correlation between their scores and ground-truth accuracy.
+
+Sign convention: fitness is the correlation as measured, never flipped. A proxy that ranks networks
+backwards gets a negative fitness and loses; to use an anti-correlated expression, evolution must
+find its ``n_neg(...)`` explicitly, which then shows in the reported expression. Scores with a NaN
+or infinity, constant scores, and expressions that fail to parse or evaluate get :data:`WORST`,
+which is below every possible correlation.
+
+Multi-dataset mode scores a candidate on each dataset's cache and combines with ``min`` (the
+proxy must work everywhere) or ``mean``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from evaluation.cache import Cache
+from evaluation.errors import ZcpError
+from primitives.expression import evaluate, parse
+from primitives.functions import REGISTRY
+from primitives.terminals import terminal_types
+
+WORST = -2.0
+METRICS = ("kendall", "spearman")
+COMBINE = ("min", "mean")
+
+
+def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kendall") -> float:
+    """Kendall tau-b or Spearman rho of ``scores`` against ``truth``; WORST if undefined."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.all(np.isfinite(scores)) or np.ptp(scores) == 0:
+        return WORST
+    fn = stats.kendalltau if metric == "kendall" else stats.spearmanr
+    value = float(fn(scores, truth)[0])
+    return value if np.isfinite(value) else WORST
+
+
+@dataclass(frozen=True)
+class Target:
+    """One dataset's cache (language values) and the accuracies of its networks, in cache order."""
+
+    dataset: str
+    env: Mapping[str, object]
+    accuracy: np.ndarray
+
+
+def make_target(cache: Cache, accuracy_by_index: np.ndarray) -> Target:
+    """Pair a cache with ground truth indexed by official architecture index."""
+    accuracy = np.asarray(accuracy_by_index, dtype=np.float64)[cache.indices]
+    if np.isnan(accuracy).any():
+        raise ZcpError(f"ground truth lacks {cache.manifest['dataset']} accuracy for "
+                       f"{int(np.isnan(accuracy).sum())} networks of cache {cache.path}")
+    return Target(cache.manifest["dataset"], cache.env(), accuracy)
+
+
+class Fitness:
+    """Scores expression strings on one or more targets; see the module docstring."""
+
+    def __init__(self, targets: Sequence[Target], terminals: Sequence[str], metric: str = "kendall",
+                 combine: str = "min") -> None:
+        if metric not in METRICS:
+            raise ZcpError(f"unknown fitness metric {metric!r}; known: {', '.join(METRICS)}")
+        if combine not in COMBINE:
+            raise ZcpError(f"unknown combination {combine!r}; known: {', '.join(COMBINE)}")
+        self.targets, self.metric, self.combine = list(targets), metric, combine
+        self.types = terminal_types(terminals)
+
+    def scores(self, text: str) -> list[np.ndarray]:
+        """The candidate's raw scores on each target (raises ZcpError if it cannot be evaluated)."""
+        node = parse(text, REGISTRY, self.types)
+        return [evaluate(node, t.env).numpy() for t in self.targets]
+
+    def per_target(self, text: str) -> list[float]:
+        """Correlation on each target; WORST everywhere when the candidate fails."""
+        try:
+            scores = self.scores(text)
+        except Exception:  # a failing candidate must not stop a campaign
+            return [WORST] * len(self.targets)
+        return [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)]
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        combine = min if self.combine == "min" else (lambda v: float(np.mean(v)))
+        return [float(combine(self.per_target(t))) for t in texts]

@@ -1,0 +1,198 @@
+"""An evolution campaign: samples -> caches -> GP on the search split -> held-out report.
+
+Run directory:
+    config.toml         the complete config (defaults filled in)
+    samples/            the search and held-out samples per dataset (re-usable sample files)
+    caches/             their terminal caches (unless [cache] dir points elsewhere)
+    log.jsonl           one line per generation: best / median fitness, size, diversity, seconds
+    checkpoint.json     plain JSON, written atomically after every generation
+    hall_of_fame.json   best distinct expressions with search fitness, and held-out scores at the end
+
+``resume`` refuses a run whose config or primitive set changed since its checkpoint. Ctrl-C stops
+after the last completed generation's checkpoint; nothing of a half-done generation is kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from evaluation.atomic import atomic_write_text
+from evaluation.cache import Cache, build_cache, load_cache, sample_sha
+from evaluation.errors import ZcpError
+from evaluation.evaluators import Evaluator, Payload
+from evaluation.fitness import Fitness, make_target, rank_correlation
+from evaluation.groundtruth import load_ground_truth
+from evaluation.paths import DataPaths
+from evaluation.samples import make_sample, write_sample
+from evaluation.spaces import get_space
+from experiments.config import Config, load_config
+from gp.engine import Evolution
+from primitives.expression import parse, terminals_of
+from primitives.functions import REGISTRY
+from primitives.terminals import TERMINALS, terminal_types
+
+CONFIG, LOG, CHECKPOINT, HOF = "config.toml", "log.jsonl", "checkpoint.json", "hall_of_fame.json"
+BASELINES = {"#params": "params", "FLOPs": "flops", "NASWOT": "layer_sum(m_logdet(code_kernel))",
+             "MeCo (layers)": "layer_sum(v_min(chan_corr_eig))"}
+
+
+def primitive_set_digest(terminals: tuple[str, ...]) -> str:
+    """Hash of every primitive's name and signature plus the terminal list (what a tree can mean)."""
+    sig = [(p.name, [a.__name__ for a in p.args], p.ret.__name__) for p in REGISTRY.primitives.values()]
+    sig += [(e.name, e.type.__name__) for e in REGISTRY.ephemerals.values()]
+    return hashlib.sha256(json.dumps([sig, list(terminals)]).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Prepared:
+    search: list[Cache]
+    heldout: list[Cache]
+    truth: dict[str, np.ndarray]
+    terminals: tuple[str, ...]
+
+
+def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progress: bool | None = None) -> Prepared:
+    """Draw (or re-draw identically) the samples and build (or resume) their caches."""
+    c, s, k, par = config.campaign, config.sample, config.cache, config.parallel
+    space = get_space(c.space)
+    gt = load_ground_truth(c.space, paths)
+    terminals = tuple(sorted(k.terminals or TERMINALS))
+    cache_root = Path(k.dir) if k.dir else run_dir / "caches"
+    search, heldout = [], []
+    for dataset in c.datasets:
+        acc = gt.accuracy[dataset]
+        for split, kind, n, out in (("search", s.search_kind, s.search_n, search),
+                                    ("heldout", s.heldout_kind, s.heldout_n, heldout)):
+            sample = make_sample(space, kind, n, c.seed, split, dataset, acc, s.split_seed, s.heldout_fraction, s.bins)
+            write_sample(sample, run_dir / "samples" / f"{dataset}-{split}.json")
+            key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
+            where = cache_root / f"{dataset}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+            build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
+                        image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
+                        address=par.address or None, paths=paths, progress=progress)
+            out.append(load_cache(where, space=c.space, dataset=dataset))
+    return Prepared(search, heldout, {d: gt.accuracy[d] for d in c.datasets}, terminals)
+
+
+def _payload(config: Config, caches: list[Cache], truth: dict[str, np.ndarray], terminals: tuple[str, ...]) -> Payload:
+    return Payload(tuple(config.campaign.datasets), tuple(c.arrays for c in caches),
+                   tuple(np.asarray(truth[c.manifest["dataset"]])[c.indices] for c in caches),
+                   terminals, config.campaign.metric, config.campaign.combine)
+
+
+def heldout_report(texts: list[str], config: Config, prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:
+    """Kendall and Spearman of each expression on each dataset's held-out cache."""
+    targets = [make_target(c, prepared.truth[c.manifest["dataset"]]) for c in prepared.heldout]
+    fitness = Fitness(targets, prepared.terminals)
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for text in texts:
+        try:
+            scores = fitness.scores(text)
+        except ZcpError:
+            scores = [np.full(len(t.accuracy), np.nan) for t in targets]
+        report[text] = {t.dataset: {m: rank_correlation(sc, t.accuracy, m) for m in ("kendall", "spearman")}
+                        for sc, t in zip(scores, targets)}
+    return report
+
+
+def _write_log(run_dir: Path, lines: list[dict[str, Any]]) -> None:
+    atomic_write_text(run_dir / LOG, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: bool = False,
+        progress: bool | None = None) -> dict[str, Any]:
+    """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record."""
+    show = sys.stderr.isatty() if progress is None else progress
+    start = time.perf_counter()
+    prepared = prepare(config, run_dir, paths, show)
+    types = terminal_types(prepared.terminals)
+    pset_digest = primitive_set_digest(prepared.terminals)
+    evaluator = Evaluator(_payload(config, prepared.search, prepared.truth, prepared.terminals),
+                          config.parallel.backend, config.parallel.workers, config.parallel.address or None)
+    log: list[dict[str, Any]] = []
+    try:
+        if resume:
+            state = json.loads((run_dir / CHECKPOINT).read_text())
+            engine = Evolution.from_state(state["engine"], REGISTRY, types, config.gp, evaluator)
+            log = [line for line in _read_log(run_dir) if line["generation"] <= engine.generation]
+        else:
+            engine = Evolution(REGISTRY, types, config.gp, evaluator)
+            log.append(engine.initialise())
+            _checkpoint(run_dir, engine, config, pset_digest, log)
+        bar = tqdm(total=config.gp.generations, initial=engine.generation, disable=not show, desc="evolve", unit="gen")
+        while engine.generation < config.gp.generations:
+            log.append(engine.step())
+            _checkpoint(run_dir, engine, config, pset_digest, log)
+            bar.update(1)
+            bar.set_postfix(best=f"{log[-1]['best']:.3f}")
+        bar.close()
+    finally:
+        evaluator.close()
+    return _final_report(run_dir, engine, config, prepared, time.perf_counter() - start)
+
+
+def _checkpoint(run_dir: Path, engine: Evolution, config: Config, pset_digest: str, log: list[dict[str, Any]]) -> None:
+    _write_log(run_dir, log)
+    hof = [dict(entry) for entry in engine.hall_of_fame.entries()]
+    atomic_write_text(run_dir / HOF, json.dumps({"status": "running", "generation": engine.generation,
+                                                 "entries": hof}, indent=1) + "\n")
+    record = {"config_digest": config.digest(), "primitive_set": pset_digest, "engine": engine.state()}
+    atomic_write_text(run_dir / CHECKPOINT, json.dumps(record) + "\n")
+
+
+def _read_log(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / LOG
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Prepared, seconds: float) -> dict[str, Any]:
+    entries = [dict(entry) for entry in engine.hall_of_fame.entries()]
+    available = {n: t for n, t in BASELINES.items()
+                 if terminals_of(parse(t, REGISTRY, terminal_types())) <= set(prepared.terminals)}
+    report = heldout_report([e["expression"] for e in entries] + list(available.values()), config, prepared)
+    for e in entries:
+        e["heldout"] = report[e["expression"]]
+    record = {"status": "finished", "generation": engine.generation, "seconds_this_run": round(seconds, 1),
+              "search_n": [len(c.indices) for c in prepared.search], "heldout_n": [len(c.indices) for c in prepared.heldout],
+              "entries": entries, "baselines": {n: {"expression": t, "heldout": report[t]} for n, t in available.items()}}
+    atomic_write_text(run_dir / HOF, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def start(config_path: str | Path, run_dir: str | Path, paths: DataPaths | None = None,
+          progress: bool | None = None) -> dict[str, Any]:
+    """``zcp evolve``: a new campaign in an empty (or new) run directory."""
+    config, run_dir = load_config(config_path), Path(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        raise ZcpError(f"{run_dir} already holds a campaign: continue it with `zcp resume {run_dir}` or choose another --out")
+    atomic_write_text(run_dir / CONFIG, config.to_toml())
+    return run(config, run_dir, paths, progress=progress)
+
+
+def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """``zcp resume``: continue a campaign from its checkpoint, refusing a changed config or primitive set."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).exists():
+        raise ZcpError(f"{run_dir} has no {CHECKPOINT}: nothing to resume (start one with `zcp evolve`)")
+    config = load_config(run_dir / CONFIG)
+    try:
+        state = json.loads((run_dir / CHECKPOINT).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ZcpError(f"checkpoint {run_dir / CHECKPOINT} is unreadable ({exc})") from None
+    if not isinstance(state, dict) or "engine" not in state:
+        raise ZcpError(f"checkpoint {run_dir / CHECKPOINT} is not a zcp checkpoint")
+    if state.get("config_digest") != config.digest():
+        raise ZcpError(f"{run_dir / CONFIG} changed since the checkpoint was written: resume refuses a changed config")
+    terminals = tuple(sorted(config.cache.terminals or TERMINALS))
+    if state.get("primitive_set") != primitive_set_digest(terminals):
+        raise ZcpError("the primitive set changed since the checkpoint was written: resume refuses it")
+    return run(config, run_dir, paths, resume=True, progress=progress)
+

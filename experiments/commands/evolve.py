@@ -1,0 +1,33 @@
+"""``zcp evolve`` and ``zcp resume``: run an evolution campaign and print its summary."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from experiments import campaign
+from experiments.commands import paths_from, paths_options
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    evolve = groups.add_parser("evolve", parents=[paths_options()], help="run an evolution campaign from a TOML config")
+    evolve.add_argument("config")
+    evolve.add_argument("--out", required=True, help="run directory")
+    evolve.set_defaults(run=lambda a: _summary(campaign.start(a.config, a.out, paths_from(a))))
+    resume = groups.add_parser("resume", parents=[paths_options()], help="continue a campaign from its checkpoint")
+    resume.add_argument("run_dir")
+    resume.set_defaults(run=lambda a: _summary(campaign.resume(a.run_dir, paths_from(a))))
+
+
+def _summary(record: dict[str, Any], top: int = 5) -> int:
+    """Print the held-out table: best evolved expressions next to the baselines."""
+    datasets = list(next(iter(record["baselines"].values()))["heldout"]) if record["baselines"] else []
+    print(f"finished generation {record['generation']} in {record['seconds_this_run']:.0f} s; "
+          f"search networks {record['search_n']}, held-out networks {record['heldout_n']}")
+    header = " | ".join(f"{d} tau / rho" for d in datasets)
+    print(f"{'search fit':>10} | {header} | proxy")
+    rows = [(e["expression"], f"{e['fitness']:.3f}", e["heldout"]) for e in record["entries"][:top]]
+    rows += [(name, "-", b["heldout"]) for name, b in record["baselines"].items()]
+    for name, fit, heldout in rows:
+        cells = " | ".join(f"{heldout[d]['kendall']:+.3f} / {heldout[d]['spearman']:+.3f}" for d in datasets)
+        print(f"{fit:>10} | {cells} | {name}")
+    return 0
