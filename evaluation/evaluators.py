@@ -52,8 +52,10 @@ class Evaluator:
 
         start_ray(self.workers, address)
         actor = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(_Actor)
-        ref = ray.put(payload)
-        self._actors = [actor.remote(ref) for _ in range(self.workers)]
+        # Kept alive here so a restarted actor can fetch it again; passed inside a list so that
+        # Ray hands the reference itself to the actor, which fetches the payload when it starts.
+        self._payload_ref = ray.put(payload)
+        self._actors = [actor.remote([self._payload_ref]) for _ in range(self.workers)]
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
         if not texts:
@@ -83,11 +85,12 @@ class Evaluator:
 
 
 class _Actor:
-    def __init__(self, payload: Payload) -> None:
+    def __init__(self, payload_ref: list) -> None:
+        import ray
         import torch
 
         torch.set_num_threads(1)
-        self.fitness = payload.fitness()
+        self.fitness = ray.get(payload_ref[0]).fitness()
 
     def score(self, texts: list[str]) -> list[float]:
         return self.fitness(texts)

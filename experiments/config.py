@@ -83,6 +83,10 @@ class Config:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+SECTIONS = {"campaign": CampaignSection, "sample": SampleSection, "cache": CacheSection, "gp": GPConfig,
+            "parallel": ParallelSection}
+
+
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
@@ -122,13 +126,10 @@ def parse_config(text: str, where: str = "config") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ZcpError(f"{where} is not valid TOML ({exc})") from None
-    sections = {f.name: f.type for f in fields(Config)}
-    unknown = sorted(set(raw) - set(sections))
+    unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise ZcpError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(sections)})")
-    types = {"campaign": CampaignSection, "sample": SampleSection, "cache": CacheSection, "gp": GPConfig,
-             "parallel": ParallelSection}
-    config = Config(**{name: _section(types[name], raw[name], name, where) for name in raw})
+        raise ZcpError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
+    config = Config(**{name: _section(SECTIONS[name], raw[name], name, where) for name in raw})
     get_space(config.campaign.space)
     for dataset in config.campaign.datasets:
         check_dataset(dataset)
