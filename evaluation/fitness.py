@@ -38,6 +38,21 @@ def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kenda
     return value if np.isfinite(value) else WORST
 
 
+def bootstrap_ci(scores: np.ndarray, truth: np.ndarray, metric: str = "kendall", resamples: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`rank_correlation` over networks resampled with replacement.
+
+    Resamples where the correlation is undefined (constant scores) count as WORST, so an interval
+    never looks better than the data allow."""
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(scores), size=(resamples, len(scores)))
+    values = np.array([rank_correlation(scores[d], truth[d], metric) for d in draws])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class Target:
     """One dataset's cache (language values) and the accuracies of its networks, in cache order."""

@@ -17,6 +17,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from evaluation.evaluators import Evaluator, Payload
 from evaluation.fitness import Fitness, make_target, rank_correlation
 from evaluation.groundtruth import load_ground_truth
 from evaluation.paths import DataPaths
-from evaluation.samples import make_sample, write_sample
+from evaluation.samples import Sample, make_sample, write_sample
 from evaluation.spaces import get_space
 from experiments.config import Config, load_config
 from gp.engine import Evolution
@@ -59,13 +60,32 @@ class Prepared:
     terminals: tuple[str, ...]
 
 
+def campaign_terminals(config: Config) -> tuple[str, ...]:
+    """The terminals a campaign caches and evolves over (all of them when the config lists none)."""
+    return tuple(sorted(config.cache.terminals or TERMINALS))
+
+
+def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths: DataPaths | None = None,
+              progress: bool | None = None) -> Cache:
+    """Build (or resume) and load the cache of ``sample`` made with the campaign's cache settings.
+
+    Its folder is named by what made it, so campaigns sharing ``[cache] dir`` share identical caches."""
+    c, k, par = config.campaign, config.cache, config.parallel
+    terminals = campaign_terminals(config)
+    key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
+    where = (Path(k.dir) if k.dir else run_dir / "caches") / \
+        f"{dataset}-{sample.split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
+                image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
+                address=par.address or None, paths=paths, progress=progress)
+    return load_cache(where, space=c.space, dataset=dataset)
+
+
 def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progress: bool | None = None) -> Prepared:
     """Draw (or re-draw identically) the samples and build (or resume) their caches."""
-    c, s, k, par = config.campaign, config.sample, config.cache, config.parallel
+    c, s = config.campaign, config.sample
     space = get_space(c.space)
     gt = load_ground_truth(c.space, paths)
-    terminals = tuple(sorted(k.terminals or TERMINALS))
-    cache_root = Path(k.dir) if k.dir else run_dir / "caches"
     search, heldout = [], []
     for dataset in c.datasets:
         acc = gt.accuracy[dataset]
@@ -73,13 +93,8 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
                                     ("heldout", s.heldout_kind, s.heldout_n, heldout)):
             sample = make_sample(space, kind, n, c.seed, split, dataset, acc, s.split_seed, s.heldout_fraction, s.bins)
             write_sample(sample, run_dir / "samples" / f"{dataset}-{split}.json")
-            key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
-            where = cache_root / f"{dataset}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-            build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
-                        image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
-                        address=par.address or None, paths=paths, progress=progress)
-            out.append(load_cache(where, space=c.space, dataset=dataset))
-    return Prepared(search, heldout, {d: gt.accuracy[d] for d in c.datasets}, terminals)
+            out.append(cache_for(config, sample, dataset, run_dir, paths, progress))
+    return Prepared(search, heldout, {d: gt.accuracy[d] for d in c.datasets}, campaign_terminals(config))
 
 
 def _payload(config: Config, caches: list[Cache], truth: dict[str, np.ndarray], terminals: tuple[str, ...]) -> Payload:
@@ -113,6 +128,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     show = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
     prepared = prepare(config, run_dir, paths, show)
+    prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
     evaluator = Evaluator(_payload(config, prepared.search, prepared.truth, prepared.terminals),
@@ -136,7 +152,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
         bar.close()
     finally:
         evaluator.close()
-    return _final_report(run_dir, engine, config, prepared, time.perf_counter() - start)
+    return _final_report(run_dir, engine, config, prepared, prepare_seconds, time.perf_counter() - start)
 
 
 def _checkpoint(run_dir: Path, engine: Evolution, config: Config, pset_digest: str, log: list[dict[str, Any]]) -> None:
@@ -153,7 +169,8 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Prepared, seconds: float) -> dict[str, Any]:
+def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Prepared, prepare_seconds: float,
+                  seconds: float) -> dict[str, Any]:
     entries = [dict(entry) for entry in engine.hall_of_fame.entries()]
     available = {n: t for n, t in BASELINES.items()
                  if terminals_of(parse(t, REGISTRY, terminal_types())) <= set(prepared.terminals)}
@@ -161,6 +178,7 @@ def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Pr
     for e in entries:
         e["heldout"] = report[e["expression"]]
     record = {"status": "finished", "generation": engine.generation, "seconds_this_run": round(seconds, 1),
+              "cache_seconds_this_run": round(prepare_seconds, 1), "evaluations": len(engine.memo),
               "search_n": [len(c.indices) for c in prepared.search], "heldout_n": [len(c.indices) for c in prepared.heldout],
               "entries": entries, "baselines": {n: {"expression": t, "heldout": report[t]} for n, t in available.items()}}
     atomic_write_text(run_dir / HOF, json.dumps(record, indent=1) + "\n")
@@ -168,9 +186,9 @@ def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Pr
 
 
 def start(config_path: str | Path, run_dir: str | Path, paths: DataPaths | None = None,
-          progress: bool | None = None) -> dict[str, Any]:
-    """``zcp evolve``: a new campaign in an empty (or new) run directory."""
-    config, run_dir = load_config(config_path), Path(run_dir)
+          progress: bool | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``zcp evolve``: a new campaign in an empty (or new) run directory (``overrides``: SECTION.KEY=VALUE)."""
+    config, run_dir = load_config(config_path, overrides), Path(run_dir)
     if (run_dir / CHECKPOINT).exists():
         raise ZcpError(f"{run_dir} already holds a campaign: continue it with `zcp resume {run_dir}` or choose another --out")
     atomic_write_text(run_dir / CONFIG, config.to_toml())
@@ -191,8 +209,7 @@ def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool |
         raise ZcpError(f"checkpoint {run_dir / CHECKPOINT} is not a zcp checkpoint")
     if state.get("config_digest") != config.digest():
         raise ZcpError(f"{run_dir / CONFIG} changed since the checkpoint was written: resume refuses a changed config")
-    terminals = tuple(sorted(config.cache.terminals or TERMINALS))
-    if state.get("primitive_set") != primitive_set_digest(terminals):
+    if state.get("primitive_set") != primitive_set_digest(campaign_terminals(config)):
         raise ZcpError("the primitive set changed since the checkpoint was written: resume refuses it")
     return run(config, run_dir, paths, resume=True, progress=progress)
 

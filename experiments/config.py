@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -120,12 +121,30 @@ def _section(cls: type, raw: Any, name: str, where: str) -> Any:
         raise ZcpError(f"{where}: [{name}] {exc}") from None
 
 
-def parse_config(text: str, where: str = "config") -> Config:
-    """Parse and validate a campaign config."""
+def _override(raw: dict[str, Any], setting: str) -> None:
+    """Apply one ``SECTION.KEY=VALUE`` (VALUE a TOML literal, else a plain string) to ``raw``."""
+    target, sep, value = setting.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not (sep and dot and section and key):
+        raise ZcpError(f"--set {setting!r}: expected SECTION.KEY=VALUE, e.g. gp.seed=1")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    table = raw.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise ZcpError(f"--set {setting!r}: [{section}] is not a table")
+    table[key] = parsed
+
+
+def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()) -> Config:
+    """Parse and validate a campaign config; ``overrides`` are ``SECTION.KEY=VALUE`` settings on top."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ZcpError(f"{where} is not valid TOML ({exc})") from None
+    for setting in overrides:
+        _override(raw, setting)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ZcpError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
@@ -138,8 +157,8 @@ def parse_config(text: str, where: str = "config") -> Config:
     return config
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a campaign config file."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a campaign config file (plus ``SECTION.KEY=VALUE`` overrides)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -147,4 +166,4 @@ def load_config(path: str | Path) -> Config:
         raise ZcpError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ZcpError(f"cannot read config file {path} ({exc})") from None
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), overrides)

@@ -12,7 +12,9 @@ def register(groups: argparse._SubParsersAction) -> None:
     evolve = groups.add_parser("evolve", parents=[paths_options()], help="run an evolution campaign from a TOML config")
     evolve.add_argument("config")
     evolve.add_argument("--out", required=True, help="run directory")
-    evolve.set_defaults(run=lambda a: _summary(campaign.start(a.config, a.out, paths_from(a))))
+    evolve.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set gp.seed=1 (repeatable)")
+    evolve.set_defaults(run=lambda a: _summary(campaign.start(a.config, a.out, paths_from(a), overrides=a.set)))
     resume = groups.add_parser("resume", parents=[paths_options()], help="continue a campaign from its checkpoint")
     resume.add_argument("run_dir")
     resume.set_defaults(run=lambda a: _summary(campaign.resume(a.run_dir, paths_from(a))))

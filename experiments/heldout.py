@@ -1,0 +1,202 @@
+"""Held-out report of finished campaigns (issue 7 protocol): one command re-creates every number.
+
+    .venv/bin/python -m experiments.heldout runs/tss-cifar10-s0 runs/tss-cifar10-s1 runs/tss-cifar10-s2 \\
+        --out results/tss-cifar10
+
+The runs are seeds of one campaign (configs equal but for ``[gp] seed``). Each run's best expression
+(highest search fitness) is scored on two held-out samples per dataset, both drawn from the held-out
+split only: ``random`` (the campaign's own held-out sample) and ``stratified`` (equal counts from
+``bins`` equal-width accuracy bins; short bins give all they have). Next to them: the baselines that
+the language expresses exactly (``experiments.campaign.BASELINES``), on the same networks and cache.
+Kendall tau and Spearman rho carry percentile-bootstrap 95% intervals over networks.
+
+Writes ``results.json``, ``results.md`` (tables, cost accounting), ``fitness.png`` (best and median
+search fitness per generation, per seed) and ``scatter.png`` (best proxy vs accuracy, held-out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.atomic import atomic_write_text
+from evaluation.errors import ZcpError
+from evaluation.fitness import Fitness, bootstrap_ci, make_target, rank_correlation
+from evaluation.groundtruth import load_ground_truth
+from evaluation.samples import make_sample
+from evaluation.spaces import get_space
+from experiments.campaign import BASELINES, CONFIG, HOF, LOG, Prepared, cache_for, prepare
+from experiments.config import Config, load_config
+
+WATTS_PER_CORE = 10.0
+"""Energy estimate: busy cores x wall seconds x this (a typical server core's share of package power
+at full load; state it beside every energy number, it is an assumption, not a measurement)."""
+METRICS = ("kendall", "spearman")
+
+
+def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
+    """Each run's config and finished hall of fame; all configs must agree but for the GP seed."""
+    runs = []
+    for run_dir in run_dirs:
+        config = load_config(run_dir / CONFIG)
+        try:
+            record = json.loads((run_dir / HOF).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ZcpError(f"{run_dir} has no readable {HOF} ({exc})") from None
+        if record.get("status") != "finished":
+            raise ZcpError(f"{run_dir} is not finished (finish it with `zcp resume {run_dir}`)")
+        runs.append((run_dir, config, record))
+    first = runs[0][1].to_dict()
+    for run_dir, config, _ in runs[1:]:
+        other = config.to_dict()
+        if {k: v for k, v in other.items() if k != "gp"} != {k: v for k, v in first.items() if k != "gp"}:
+            raise ZcpError(f"{run_dir} differs from {runs[0][0]} in more than [gp]: not seeds of one campaign")
+    return runs
+
+
+def _stratified_caches(config: Config, run_dir: Path, n: int, bins: int) -> list:
+    c, s = config.campaign, config.sample
+    gt = load_ground_truth(c.space)
+    caches = []
+    for dataset in c.datasets:
+        sample = make_sample(get_space(c.space), "stratified", n, c.seed, "heldout", dataset, gt.accuracy[dataset],
+                             s.split_seed, s.heldout_fraction, bins)
+        for note in sample.notes:
+            print(f"stratified {dataset}: {note}", file=sys.stderr)
+        caches.append(cache_for(config, sample, dataset, run_dir))
+    return caches
+
+
+def _score(texts: dict[str, str], caches: list, prepared: Prepared, resamples: int) -> dict[str, Any]:
+    """name -> dataset -> {metric: value, metric_ci: [lo, hi], n} on ``caches``; also the raw scores."""
+    targets = [make_target(c, prepared.truth[c.manifest["dataset"]]) for c in caches]
+    fitness = Fitness(targets, prepared.terminals)
+    out: dict[str, Any] = {}
+    for name, text in texts.items():
+        out[name] = {}
+        for scores, target in zip(fitness.scores(text), targets):
+            cell: dict[str, Any] = {"n": len(scores)}
+            for metric in METRICS:
+                cell[metric] = rank_correlation(scores, target.accuracy, metric)
+                cell[metric + "_ci"] = bootstrap_ci(scores, target.accuracy, metric, resamples)
+            out[name][target.dataset] = cell
+    return out
+
+
+def _cost(runs: list[tuple[Path, Config, dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for run_dir, config, record in runs:
+        wall, workers = record["seconds_this_run"], config.parallel.workers
+        rows.append({"run": str(run_dir), "wall_s": wall, "cache_s": record.get("cache_seconds_this_run"),
+                     "core_s_upper_bound": round(wall * workers, 1), "evaluations": record.get("evaluations"),
+                     "networks": sum(record["search_n"]) + sum(record["heldout_n"]),
+                     "energy_wh_estimate": round(wall * workers * WATTS_PER_CORE / 3600, 2)})
+    return rows
+
+
+def _fmt(cell: dict[str, Any], metric: str) -> str:
+    lo, hi = cell[metric + "_ci"]
+    return f"{cell[metric]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    lines = [f"# Held-out report: {', '.join(result['runs'])}", ""]
+    for protocol in ("random", "stratified"):
+        for dataset, table in result[protocol].items():
+            n = next(iter(table.values()))["n"]
+            lines += [f"## {dataset}, {protocol} held-out (n = {n})", "",
+                      "| proxy | expression | Kendall tau [95% CI] | Spearman rho [95% CI] |", "|---|---|---|---|"]
+            lines += [f"| {name} | `{result['expressions'][name]}` | {_fmt(cell, 'kendall')} | {_fmt(cell, 'spearman')} |"
+                      for name, cell in table.items()]
+            evolved = [cell["kendall"] for name, cell in table.items() if name.startswith("evolved")]
+            lines += ["", f"Evolved, over {len(evolved)} seed(s): Kendall tau mean {statistics.fmean(evolved):.3f}, "
+                      f"spread (max - min) {max(evolved) - min(evolved):.3f}.", ""]
+    lines += ["## Cost", "", "| run | wall s | of which cache s | core-s (upper bound) | evaluations | networks | energy Wh (est.) |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {c['run']} | {c['wall_s']} | {c['cache_s']} | {c['core_s_upper_bound']} | {c['evaluations']} | "
+              f"{c['networks']} | {c['energy_wh_estimate']} |" for c in result["cost"]]
+    lines += ["", f"Energy estimate = wall seconds x workers x {WATTS_PER_CORE:g} W per busy core (an assumption, "
+              "not a measurement); caches shared between seeds are built once, by the first run.", ""]
+    return "\n".join(lines)
+
+
+def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str], cache, prepared: Prepared,
+           out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run_dir, config, _ in runs:
+        log = [json.loads(line) for line in (run_dir / LOG).read_text().splitlines() if line.strip()]
+        gens = [line["generation"] for line in log]
+        line = ax.plot(gens, [line["best"] for line in log], label=f"seed {config.gp.seed} best")[0]
+        ax.plot(gens, [line["median"] for line in log], "--", color=line.get_color(), label=f"seed {config.gp.seed} median")
+    ax.set(xlabel="generation", ylabel="search fitness (Kendall tau)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fitness.png", dpi=120)
+    plt.close(fig)
+
+    target = make_target(cache, prepared.truth[cache.manifest["dataset"]])
+    scores = Fitness([target], prepared.terminals).scores(best[1])[0]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(scores, target.accuracy, s=4, alpha=0.5)
+    ax.set(xlabel=f"{best[0]} score", ylabel=f"{target.dataset} test accuracy (%)",
+           title=f"held-out random, tau = {rank_correlation(scores, target.accuracy):.3f}")
+    fig.tight_layout()
+    fig.savefig(out / "scatter.png", dpi=120)
+    plt.close(fig)
+
+
+def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, resamples: int = 1000) -> dict[str, Any]:
+    """Score every run's best expression and the baselines on both held-out protocols; write ``out``."""
+    runs = _runs(run_dirs)
+    run_dir, config, _ = runs[0]
+    prepared = prepare(config, run_dir)
+    stratified = _stratified_caches(config, run_dir, stratified_n or config.sample.heldout_n, config.sample.bins)
+    texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
+    texts.update(BASELINES)
+    result = {"runs": [str(r) for r, _, _ in runs], "expressions": texts,
+              "random": _transpose(_score(texts, prepared.heldout, prepared, resamples)),
+              "stratified": _transpose(_score(texts, stratified, prepared, resamples)),
+              "cost": _cost(runs)}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / "results.md", _markdown(result))
+    best_run = max(runs, key=lambda r: r[2]["entries"][0]["fitness"])
+    _plots(runs, (f"evolved (seed {best_run[1].gp.seed})", best_run[2]["entries"][0]["expression"]),
+           prepared.heldout[0], prepared, out)
+    return result
+
+
+def _transpose(by_proxy: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """proxy -> dataset -> cell  becomes  dataset -> proxy -> cell."""
+    datasets = next(iter(by_proxy.values())).keys()
+    return {d: {name: cells[d] for name, cells in by_proxy.items()} for d in datasets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (seeds of one campaign)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--stratified-n", type=int, default=None, help="default: the campaign's heldout_n")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    args = parser.parse_args(argv)
+    try:
+        result = report(args.runs, args.out, args.stratified_n, args.resamples)
+    except ZcpError as exc:
+        print(f"heldout: error: {exc}", file=sys.stderr)
+        return 2
+    print(_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Transfer matrix: the best proxy evolved on dataset X, Kendall tau on dataset Y's held-out networks.
+
+    .venv/bin/python -m experiments.transfer runs/tss-cifar10-s0 runs/tss-cifar100-s0 runs/tss-in16-s0 \\
+        --out results/transfer.md
+
+Each run contributes its best expression (row, labelled by the datasets it was evolved on) and the
+held-out caches of its datasets (columns). Every expression is scored on every column's cache; the
+held-out samples of all runs come from the held-out split, so no cell sees a search network.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluation.atomic import atomic_write_text
+from evaluation.errors import ZcpError
+from evaluation.fitness import Fitness, make_target, rank_correlation
+from experiments.campaign import CONFIG, HOF, prepare
+from experiments.config import load_config
+
+
+def transfer(run_dirs: list[Path]) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """(row label -> expression, row label -> dataset -> held-out Kendall tau)."""
+    rows: dict[str, str] = {}
+    columns = {}
+    for run_dir in run_dirs:
+        config = load_config(run_dir / CONFIG)
+        try:
+            best = json.loads((run_dir / HOF).read_text())["entries"][0]["expression"]
+        except (OSError, json.JSONDecodeError, KeyError, IndexError) as exc:
+            raise ZcpError(f"{run_dir} has no finished hall of fame ({exc})") from None
+        prepared = prepare(config, run_dir)
+        rows[f"{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"] = best
+        for cache in prepared.heldout:
+            dataset = cache.manifest["dataset"]
+            columns.setdefault(dataset, (make_target(cache, prepared.truth[dataset]), prepared.terminals))
+    matrix = {}
+    for label, text in rows.items():
+        matrix[label] = {}
+        for dataset, (target, terminals) in columns.items():
+            try:
+                scores = Fitness([target], terminals).scores(text)[0]
+            except ZcpError:  # the expression needs a terminal that column's cache lacks
+                matrix[label][dataset] = float("nan")
+                continue
+            matrix[label][dataset] = rank_correlation(scores, target.accuracy)
+    return rows, matrix
+
+
+def markdown(rows: dict[str, str], matrix: dict[str, dict[str, float]]) -> str:
+    datasets = sorted({d for cells in matrix.values() for d in cells})
+    lines = ["| evolved on | " + " | ".join(f"tau on {d}" for d in datasets) + " | expression |",
+             "|---|" + "---|" * (len(datasets) + 1)]
+    for label, cells in matrix.items():
+        lines.append(f"| {label} | " + " | ".join(f"{cells[d]:.3f}" for d in datasets) + f" | `{rows[label]}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="markdown file")
+    args = parser.parse_args(argv)
+    try:
+        text = markdown(*transfer(args.runs))
+    except ZcpError as exc:
+        print(f"transfer: error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write_text(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

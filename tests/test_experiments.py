@@ -1,0 +1,81 @@
+"""The experiment scripts (held-out report, transfer matrix) on tiny campaigns."""
+import json
+
+import pytest
+
+from evaluation.errors import ZcpError
+from experiments import campaign, heldout, transfer
+
+TINY = """
+[campaign]
+datasets = ["cifar10"]
+[sample]
+search_n = 12
+heldout_n = 12
+[cache]
+batch_size = 4
+images = "gaussian"
+terminals = ["params", "flops", "code_kernel", "chan_corr_eig", "act_std"]
+dir = "{cache_dir}"
+[gp]
+population = 16
+generations = 2
+[parallel]
+backend = "serial"
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("heldout")
+    config = tmp / "c.toml"
+    config.write_text(TINY.format(cache_dir=tmp / "caches"))
+    dirs = []
+    for seed in (0, 1):
+        campaign.start(config, tmp / f"s{seed}", progress=False, overrides=[f"gp.seed={seed}"])
+        dirs.append(tmp / f"s{seed}")
+    return tmp, dirs
+
+
+def test_report_scores_both_protocols_with_intervals(runs):
+    tmp, dirs = runs
+    result = heldout.report(dirs, tmp / "out", stratified_n=10, resamples=50)
+    assert set(result["random"]["cifar10"]) == {"evolved (seed 0)", "evolved (seed 1)", *campaign.BASELINES}
+    for protocol, n in (("random", 12), ("stratified", 10)):
+        for cell in result[protocol]["cifar10"].values():
+            assert cell["n"] <= n
+            lo, hi = cell["kendall_ci"]
+            assert lo <= cell["kendall"] + 1e-9 and cell["kendall"] - 1e-9 <= hi or cell["kendall"] == -2.0
+    assert json.loads((tmp / "out" / "results.json").read_text())["cost"][0]["networks"] == 24
+    assert "stratified held-out" in (tmp / "out" / "results.md").read_text()
+    assert (tmp / "out" / "fitness.png").stat().st_size > 0 and (tmp / "out" / "scatter.png").stat().st_size > 0
+
+
+def test_runs_of_different_campaigns_are_refused(runs, tmp_path):
+    tmp, dirs = runs
+    other = tmp_path / "other"
+    config = tmp_path / "c.toml"
+    config.write_text(TINY.format(cache_dir=tmp / "caches").replace("heldout_n = 12", "heldout_n = 11"))
+    campaign.start(config, other, progress=False)
+    with pytest.raises(ZcpError, match="more than \\[gp\\]"):
+        heldout.report([dirs[0], other], tmp_path / "out")
+
+
+def test_set_overrides_and_bad_settings(runs, tmp_path):
+    tmp, dirs = runs
+    assert campaign.load_config(dirs[1] / "config.toml").gp.seed == 1
+    with pytest.raises(ZcpError, match="SECTION.KEY=VALUE"):
+        campaign.load_config(dirs[0] / "config.toml", ["gpseed=1"])
+    with pytest.raises(ZcpError, match="unknown key gp.sed"):
+        campaign.load_config(dirs[0] / "config.toml", ["gp.sed=1"])
+
+
+def test_transfer_matrix_scores_every_proxy_on_every_dataset(runs, tmp_path):
+    tmp, dirs = runs
+    config = tmp / "c.toml"
+    campaign.start(config, tmp_path / "c100", progress=False, overrides=['campaign.datasets=["cifar100"]'])
+    rows, matrix = transfer.transfer([dirs[0], tmp_path / "c100"])
+    assert list(rows) == ["cifar10 (seed 0)", "cifar100 (seed 0)"]
+    assert all(set(cells) == {"cifar10", "cifar100"} for cells in matrix.values())
+    assert all(-1 <= v <= 1 for cells in matrix.values() for v in cells.values())
+    assert "tau on cifar100" in transfer.markdown(rows, matrix)
