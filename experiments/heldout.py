@@ -104,7 +104,7 @@ def _fmt(cell: dict[str, Any], metric: str) -> str:
     return f"{cell[metric]:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def _markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Held-out report: {', '.join(result['runs'])}", ""]
     for protocol in ("random", "stratified"):
         for dataset, table in result[protocol].items():
@@ -169,7 +169,7 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
               "cost": _cost(runs)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
-    atomic_write_text(out / "results.md", _markdown(result))
+    atomic_write_text(out / "results.md", markdown(result))
     best_run = max(runs, key=lambda r: r[2]["entries"][0]["fitness"])
     _plots(runs, (f"evolved (seed {best_run[1].gp.seed})", best_run[2]["entries"][0]["expression"]),
            prepared.heldout[0], prepared, out)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except ZcpError as exc:
         print(f"heldout: error: {exc}", file=sys.stderr)
         return 2
-    print(_markdown(result))
+    print(markdown(result))
     return 0
 
 

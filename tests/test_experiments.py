@@ -4,7 +4,7 @@ import json
 import pytest
 
 from evaluation.errors import ZcpError
-from experiments import campaign, heldout, transfer
+from experiments import campaign, campaigns, heldout, transfer
 
 TINY = """
 [campaign]
@@ -79,3 +79,17 @@ def test_transfer_matrix_scores_every_proxy_on_every_dataset(runs, tmp_path):
     assert all(set(cells) == {"cifar10", "cifar100"} for cells in matrix.values())
     assert all(-1 <= v <= 1 for cells in matrix.values() for v in cells.values())
     assert "tau on cifar100" in transfer.markdown(rows, matrix)
+
+
+def test_campaigns_runs_each_seed_once_and_resumes(runs, tmp_path, monkeypatch):
+    tmp, _ = runs
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.toml").write_text((tmp / "c.toml").read_text())
+    monkeypatch.setattr(campaigns, "CONFIGS", tmp_path / "configs")
+    dirs = campaigns.run_seeds("tiny", [0, 3], [], tmp_path / "runs")
+    assert [campaign.load_config(d / "config.toml").gp.seed for d in dirs] == [0, 3]
+    before = (dirs[1] / "hall_of_fame.json").stat().st_mtime_ns
+    assert campaigns.run_seeds("tiny", [3], [], tmp_path / "runs") == [dirs[1]]
+    assert (dirs[1] / "hall_of_fame.json").stat().st_mtime_ns == before
+    with pytest.raises(ZcpError, match="no campaign config nope.toml"):
+        campaigns.run_seeds("nope", [0], [], tmp_path / "runs")
