@@ -28,11 +28,12 @@ class Payload:
     terminals: tuple[str, ...]
     metric: str
     combine: str
+    cost_weight: float = 0.0
 
     def fitness(self) -> Fitness:
         targets = [Target(d, collate(a, self.terminals), acc)
                    for d, a, acc in zip(self.datasets, self.arrays, self.accuracies)]
-        return Fitness(targets, self.terminals, self.metric, self.combine)
+        return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight)
 
 
 def _chunks(items: Sequence[str], k: int) -> list[list[str]]:

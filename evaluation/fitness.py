@@ -6,6 +6,10 @@ find its ``n_neg(...)`` explicitly, which then shows in the reported expression.
 or infinity, constant scores, and expressions that fail to parse or evaluate get :data:`WORST`,
 which is below every possible correlation.
 
+Optional second objective, proxy cost: with ``cost_weight`` w > 0 a valid candidate's fitness is
+its correlation minus w times the forward and backward passes its terminals need per network
+(:func:`~primitives.terminals.passes_needed`); reports always show the raw correlations.
+
 Multi-dataset mode scores a candidate on each dataset's cache and combines with ``min`` (the
 proxy must work everywhere) or ``mean``.
 """
@@ -19,13 +23,15 @@ from scipy import stats
 
 from evaluation.cache import Cache
 from evaluation.errors import ZcpError
-from primitives.expression import evaluate, parse
+from primitives.expression import evaluate, parse, terminals_of
 from primitives.functions import REGISTRY
-from primitives.terminals import terminal_types
+from primitives.terminals import passes_needed, terminal_types
 
 WORST = -2.0
 METRICS = ("kendall", "spearman")
 COMBINE = ("min", "mean")
+MAX_COST_WEIGHT = 0.1
+"""Keeps a penalised fitness above WORST: 1 + 0.1 x 5 passes < 2."""
 
 
 def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kendall") -> float:
@@ -75,12 +81,14 @@ class Fitness:
     """Scores expression strings on one or more targets; see the module docstring."""
 
     def __init__(self, targets: Sequence[Target], terminals: Sequence[str], metric: str = "kendall",
-                 combine: str = "min") -> None:
+                 combine: str = "min", cost_weight: float = 0.0) -> None:
         if metric not in METRICS:
             raise ZcpError(f"unknown fitness metric {metric!r}; known: {', '.join(METRICS)}")
         if combine not in COMBINE:
             raise ZcpError(f"unknown combination {combine!r}; known: {', '.join(COMBINE)}")
-        self.targets, self.metric, self.combine = list(targets), metric, combine
+        if not 0.0 <= cost_weight <= MAX_COST_WEIGHT:
+            raise ZcpError(f"cost_weight must be in [0, {MAX_COST_WEIGHT}], got {cost_weight}")
+        self.targets, self.metric, self.combine, self.cost_weight = list(targets), metric, combine, cost_weight
         self.types = terminal_types(terminals)
 
     def scores(self, text: str) -> list[np.ndarray]:
@@ -97,5 +105,11 @@ class Fitness:
         return [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)]
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
-        combine = min if self.combine == "min" else (lambda v: float(np.mean(v)))
-        return [float(combine(self.per_target(t))) for t in texts]
+        return [self._fitness(t) for t in texts]
+
+    def _fitness(self, text: str) -> float:
+        values = self.per_target(text)
+        value = float(min(values) if self.combine == "min" else np.mean(values))
+        if value == WORST or not self.cost_weight:
+            return value
+        return value - self.cost_weight * passes_needed(terminals_of(parse(text, REGISTRY, self.types)))

@@ -38,7 +38,7 @@ from experiments.config import Config, load_config
 from gp.engine import Evolution
 from primitives.expression import parse, terminals_of
 from primitives.functions import REGISTRY
-from primitives.terminals import TERMINALS, terminal_types
+from primitives.terminals import TERMINALS, passes_needed, terminal_types
 
 CONFIG, LOG, CHECKPOINT, HOF = "config.toml", "log.jsonl", "checkpoint.json", "hall_of_fame.json"
 BASELINES = {"#params": "params", "FLOPs": "flops", "NASWOT": "layer_sum(m_logdet(code_kernel))",
@@ -100,7 +100,7 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
 def _payload(config: Config, caches: list[Cache], truth: dict[str, np.ndarray], terminals: tuple[str, ...]) -> Payload:
     return Payload(tuple(config.campaign.datasets), tuple(c.arrays for c in caches),
                    tuple(np.asarray(truth[c.manifest["dataset"]])[c.indices] for c in caches),
-                   terminals, config.campaign.metric, config.campaign.combine)
+                   terminals, config.campaign.metric, config.campaign.combine, config.campaign.cost_weight)
 
 
 def heldout_report(texts: list[str], config: Config, prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:
@@ -177,6 +177,7 @@ def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Pr
     report = heldout_report([e["expression"] for e in entries] + list(available.values()), config, prepared)
     for e in entries:
         e["heldout"] = report[e["expression"]]
+        e["passes"] = passes_needed(terminals_of(parse(e["expression"], REGISTRY, terminal_types())))
     record = {"status": "finished", "generation": engine.generation, "seconds_this_run": round(seconds, 1),
               "cache_seconds_this_run": round(prepare_seconds, 1), "evaluations": len(engine.memo),
               "search_n": [len(c.indices) for c in prepared.search], "heldout_n": [len(c.indices) for c in prepared.heldout],

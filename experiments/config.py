@@ -1,6 +1,7 @@
 """Campaign configuration: a TOML file with the sections below; an unknown key is an error naming it.
 
-    [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'), seed
+    [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'),
+                cost_weight (fitness minus this x passes per network; 0 = off), seed
     [sample]    search_kind, search_n, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
     [cache]     batch_size, images, signal, terminals (empty = all), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
@@ -21,6 +22,7 @@ from typing import Any
 
 from evaluation.datasets import check_dataset
 from evaluation.errors import ZcpError
+from evaluation.fitness import COMBINE, MAX_COST_WEIGHT, METRICS
 from evaluation.spaces import get_space
 from gp.engine import GPConfig
 
@@ -31,6 +33,7 @@ class CampaignSection:
     datasets: tuple[str, ...] = ("cifar10",)
     metric: str = "kendall"
     combine: str = "min"
+    cost_weight: float = 0.0
     seed: int = 0
 
 
@@ -152,8 +155,14 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     get_space(config.campaign.space)
     for dataset in config.campaign.datasets:
         check_dataset(dataset)
-    if not config.campaign.datasets:
+    c = config.campaign
+    if not c.datasets:
         raise ZcpError(f"{where}: campaign.datasets is empty")
+    for key, value, known in (("metric", c.metric, METRICS), ("combine", c.combine, COMBINE)):
+        if value not in known:
+            raise ZcpError(f"{where}: campaign.{key} {value!r} is not one of {', '.join(known)}")
+    if not 0.0 <= c.cost_weight <= MAX_COST_WEIGHT:
+        raise ZcpError(f"{where}: campaign.cost_weight must be in [0, {MAX_COST_WEIGHT}], got {c.cost_weight}")
     return config
 
 

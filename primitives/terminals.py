@@ -87,6 +87,16 @@ TERMINALS["curvature"] = Terminal("curvature", NetScalar, "circle", False,
                                   "mean extrinsic curvature of the logits along a circle of inputs (Dextr)")
 
 
+def passes_needed(names: Iterable[str]) -> int:
+    """Forward plus backward passes that computing the terminals ``names`` costs per network.
+
+    ``params`` costs none; the real, noise and circle passes cost one forward each, plus one backward
+    for real and noise when a gradient terminal of theirs is wanted (the proxy-cost objective)."""
+    wanted = [TERMINALS[n] for n in names]
+    forward = {t.pass_ for t in wanted if t.pass_ != "static"}
+    return len(forward) + len({t.pass_ for t in wanted if t.backward})
+
+
 def terminal_types(names: Iterable[str] | None = None) -> dict[str, type]:
     """Name -> language type of the terminals ``names`` (all by default), as the parser takes them."""
     return {n: TERMINALS[n].type for n in (TERMINALS if names is None else names)}

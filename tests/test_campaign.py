@@ -123,6 +123,9 @@ def test_resume_refuses_a_changed_config(finished, tmp_path):
     ("[campaign]\ndatasets = ['cifar10-valid']\n", "unknown dataset 'cifar10-valid'"),
     ("[campaign]\nspace = 'nb101'\n", "unknown search space"),
     ("[campaign\n", "not valid TOML"),
+    ("[campaign]\nmetric = 'pearson'\n", "campaign.metric 'pearson' is not one of kendall, spearman"),
+    ("[campaign]\ncombine = 'max'\n", "campaign.combine 'max'"),
+    ("[campaign]\ncost_weight = 1.0\n", "cost_weight must be in"),
 ])
 def test_bad_configs_are_one_line_errors(text, match):
     with pytest.raises(ZcpError, match=match) as info:
@@ -143,3 +146,19 @@ def test_failing_candidates_get_the_worst_fitness(monkeypatch):
     assert fitness(["params", "n_neg(params)", "nonsense(", "n_mul(0.0, params)"]) == pytest.approx([1.0, WORST, WORST, WORST])
     assert rank_correlation(np.array([1.0, np.nan, 2.0]), np.arange(3)) == WORST
     assert rank_correlation(np.array([3.0, 2.0, 1.0]), np.arange(3)) == -1.0  # anti-correlated: never flipped
+
+
+def test_cost_objective_subtracts_passes_from_valid_candidates():
+    from primitives.terminals import collate, passes_needed
+
+    assert passes_needed(["params"]) == 0
+    assert passes_needed(["flops", "code_kernel"]) == 1  # real forward only
+    assert passes_needed(["snip", "noise_act_std", "curvature"]) == 4  # real fwd+bwd, noise fwd, circle fwd
+    rows = 5
+    packed = {"layers": np.ones(rows, dtype=np.int64), "params": np.arange(rows, dtype=np.float64),
+              "flops": np.arange(rows, dtype=np.float64)}
+    target = Target("cifar10", collate(packed, ["params", "flops"]), np.arange(rows, dtype=np.float64))
+    costly = Fitness([target], ["params", "flops"], cost_weight=0.05)
+    assert costly(["params", "flops", "n_mul(0.0, flops)"]) == pytest.approx([1.0, 0.95, WORST])
+    with pytest.raises(ZcpError, match="cost_weight"):
+        Fitness([target], ["params"], cost_weight=0.5)
