@@ -150,9 +150,20 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
             bar.update(1)
             bar.set_postfix(best=f"{log[-1]['best']:.3f}")
         bar.close()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(run_dir)) from None
     finally:
         evaluator.close()
     return _final_report(run_dir, engine, config, prepared, prepare_seconds, time.perf_counter() - start)
+
+
+def _interrupted(run_dir: Path) -> str:
+    """What a Ctrl-C leaves behind, and how to go on."""
+    try:
+        generation = json.loads((run_dir / CHECKPOINT).read_text())["engine"]["generation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no generation was finished; the caches are kept: run the same `zcp evolve` again"
+    return f"{run_dir} keeps the checkpoint of generation {generation}: continue with `zcp resume {run_dir}`"
 
 
 def _checkpoint(run_dir: Path, engine: Evolution, config: Config, pset_digest: str, log: list[dict[str, Any]]) -> None:

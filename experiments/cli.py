@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     except ZcpError as exc:
         print(f"zcp: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("zcp: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"zcp: interrupted{'; ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

@@ -162,3 +162,18 @@ def test_cost_objective_subtracts_passes_from_valid_candidates():
     assert costly(["params", "flops", "n_mul(0.0, flops)"]) == pytest.approx([1.0, 0.95, WORST])
     with pytest.raises(ZcpError, match="cost_weight"):
         Fitness([target], ["params"], cost_weight=0.5)
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(finished, tmp_path, cache_dir):
+    run_dir = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "experiments.cli", "evolve", str(_config(tmp_path, cache_dir, generations=30)),
+           "--out", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (run_dir / "checkpoint.json").exists():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "the run finished before the interrupt arrived"
+    assert err.strip().count("\n") == 0 and "zcp resume" in err, err
+    assert campaign.resume(run_dir, progress=False)["entries"] == finished[1]["entries"]
