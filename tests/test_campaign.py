@@ -13,31 +13,7 @@ from evaluation.errors import ZcpError
 from evaluation.fitness import WORST, Fitness, Target, rank_correlation
 from experiments import campaign
 from experiments.config import parse_config
-
-TINY = """
-[campaign]
-datasets = ["cifar10"]
-[sample]
-search_n = 12
-heldout_n = 12
-[cache]
-batch_size = 4
-images = "gaussian"
-terminals = {terminals}
-dir = "{cache_dir}"
-[gp]
-population = 24
-generations = {generations}
-[parallel]
-backend = "{backend}"
-"""
-TERMS = '["params", "flops", "code_kernel", "chan_corr_eig", "act_std", "snip"]'
-
-
-def _config(tmp_path, cache_dir, generations=4, backend="serial"):
-    path = tmp_path / "c.toml"
-    path.write_text(TINY.format(terminals=TERMS, cache_dir=cache_dir, generations=generations, backend=backend))
-    return path
+from tests.campaigns import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +24,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, cache_dir):
     tmp = tmp_path_factory.mktemp("run")
-    record = campaign.start(_config(tmp, cache_dir, generations=30), tmp / "run", progress=False)
+    record = campaign.start(tiny_config(tmp, cache_dir, generations=30), tmp / "run", progress=False)
     return tmp / "run", record
 
 
@@ -68,7 +44,7 @@ def test_run_directory_and_report(finished):
 
 def test_resume_after_kill_9_equals_uninterrupted(finished, tmp_path, cache_dir):
     run_dir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "experiments.cli", "evolve", str(_config(tmp_path, cache_dir, generations=30)),
+    cmd = [sys.executable, "-m", "experiments.cli", "evolve", str(tiny_config(tmp_path, cache_dir, generations=30)),
            "--out", str(run_dir)]
     stop_at = random.Random(0).randint(3, 20)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -93,7 +69,7 @@ def test_serial_and_ray_give_the_same_hall_of_fame(finished, tmp_path, cache_dir
     import ray
 
     try:
-        record = campaign.start(_config(tmp_path, cache_dir, generations=30, backend="ray"), tmp_path / "ray",
+        record = campaign.start(tiny_config(tmp_path, cache_dir, generations=30, backend="ray"), tmp_path / "ray",
                                 progress=False)
     finally:
         ray.shutdown()
@@ -166,7 +142,7 @@ def test_cost_objective_subtracts_passes_from_valid_candidates():
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(finished, tmp_path, cache_dir):
     run_dir = tmp_path / "interrupted"
-    cmd = [sys.executable, "-m", "experiments.cli", "evolve", str(_config(tmp_path, cache_dir, generations=30)),
+    cmd = [sys.executable, "-m", "experiments.cli", "evolve", str(tiny_config(tmp_path, cache_dir, generations=30)),
            "--out", str(run_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180

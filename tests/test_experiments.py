@@ -5,31 +5,13 @@ import pytest
 
 from evaluation.errors import ZcpError
 from experiments import campaign, campaigns, heldout, transfer
-
-TINY = """
-[campaign]
-datasets = ["cifar10"]
-[sample]
-search_n = 12
-heldout_n = 12
-[cache]
-batch_size = 4
-images = "gaussian"
-terminals = ["params", "flops", "code_kernel", "chan_corr_eig", "act_std"]
-dir = "{cache_dir}"
-[gp]
-population = 16
-generations = 2
-[parallel]
-backend = "serial"
-"""
+from tests.campaigns import tiny_config
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("heldout")
-    config = tmp / "c.toml"
-    config.write_text(TINY.format(cache_dir=tmp / "caches"))
+    config = tiny_config(tmp, tmp / "caches", generations=2, population=16)
     dirs = []
     for seed in (0, 1):
         campaign.start(config, tmp / f"s{seed}", progress=False, overrides=[f"gp.seed={seed}"])
@@ -54,9 +36,7 @@ def test_report_scores_both_protocols_with_intervals(runs):
 def test_runs_of_different_campaigns_are_refused(runs, tmp_path):
     tmp, dirs = runs
     other = tmp_path / "other"
-    config = tmp_path / "c.toml"
-    config.write_text(TINY.format(cache_dir=tmp / "caches").replace("heldout_n = 12", "heldout_n = 11"))
-    campaign.start(config, other, progress=False)
+    campaign.start(tmp / "c.toml", other, progress=False, overrides=["sample.heldout_n=11"])
     with pytest.raises(ZcpError, match="more than \\[gp\\]"):
         heldout.report([dirs[0], other], tmp_path / "out")
 
