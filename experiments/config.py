@@ -25,6 +25,9 @@ from evaluation.errors import ZcpError
 from evaluation.fitness import COMBINE, MAX_COST_WEIGHT, METRICS
 from evaluation.spaces import get_space
 from gp.engine import GPConfig
+from primitives.expression import parse
+from primitives.functions import REGISTRY
+from primitives.terminals import TERMINALS, terminal_types
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,15 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     for key, value, known in (("metric", c.metric, METRICS), ("combine", c.combine, COMBINE)):
         if value not in known:
             raise ZcpError(f"{where}: campaign.{key} {value!r} is not one of {', '.join(known)}")
+    unknown = [t for t in config.cache.terminals if t not in TERMINALS]
+    if unknown:
+        raise ZcpError(f"{where}: cache.terminals: unknown terminal {unknown[0]!r} (see primitives/terminals.py)")
+    types = terminal_types(config.cache.terminals or None)
+    for text in config.gp.initial_expressions:
+        try:
+            parse(text, REGISTRY, types)
+        except ZcpError as exc:
+            raise ZcpError(f"{where}: gp.initial_expressions: {exc}") from None
     if not 0.0 <= c.cost_weight <= MAX_COST_WEIGHT:
         raise ZcpError(f"{where}: campaign.cost_weight must be in [0, {MAX_COST_WEIGHT}], got {c.cost_weight}")
     return config

@@ -30,6 +30,8 @@ class GPConfig:
     max_size: int = 40
     elitism: int = 2
     hall_of_fame: int = 20
+    initial_expressions: tuple[str, ...] = ()
+    """Expressions placed in generation 0 before the random trees (e.g. known proxies); empty = all random."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -48,6 +50,7 @@ class GPConfig:
             (self.max_size >= 1, "max_size must be >= 1"),
             (0 <= self.elitism < self.population, "need 0 <= elitism < population"),
             (self.hall_of_fame >= 1, "hall_of_fame must be >= 1"),
+            (len(self.initial_expressions) < self.population, "need fewer initial_expressions than population"),
         ]
         for ok, message in problems:
             if not ok:

@@ -22,7 +22,7 @@ from deap import gp, tools
 from evaluation.errors import ZcpError
 from gp.config import GPConfig
 from gp.creator import Individual
-from gp.pset import ProxySet, to_text
+from gp.pset import ProxySet, from_text, to_text
 from primitives.expression import parse, to_string
 
 ATTEMPTS = 100
@@ -93,6 +93,15 @@ class Operators:
             return None
         return text if ok else None
 
+    def given_text(self, text: str) -> str:
+        """``text`` normalised as a tree prints it; ZcpError if it does not parse or breaks a limit."""
+        tree = from_text(text, self.pset)
+        valid = self.valid_text(tree)
+        if valid is None:
+            raise ZcpError(f"initial expression {text!r} exceeds max_height {self.config.max_height} "
+                           f"or max_size {self.config.max_size}")
+        return valid
+
     def random_text(self) -> str:
         """A valid ramped half-and-half tree of the initial depth range, as text."""
         c = self.config
@@ -104,8 +113,9 @@ class Operators:
                        f" init depths {c.init_min_depth}..{c.init_max_depth}")
 
     def initial(self, n: int) -> list[str]:
-        """``n`` random trees, distinct while a bounded number of tries allows."""
-        texts: dict[str, None] = {}
+        """The config's initial expressions, then random trees up to ``n``, distinct while a bounded
+        number of tries allows."""
+        texts = dict.fromkeys(self.given_text(t) for t in self.config.initial_expressions)
         for _ in range(10 * n):
             if len(texts) == n:
                 break

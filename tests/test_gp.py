@@ -199,3 +199,16 @@ def test_misuse_is_refused() -> None:
         Evolution(REGISTRY, TYPES, SMALL, fake_fitness).step()
     with pytest.raises(ZcpError, match="non-finite"):
         Evolution(REGISTRY, TYPES, SMALL, lambda texts: [float("nan")] * len(texts)).initialise()
+
+
+def test_initial_expressions_open_generation_zero() -> None:
+    seeds = ("layer_sum(v_min(chan_corr_eig))", "n_mul(params, 2)")
+    engine = Evolution(REGISTRY, TYPES, dataclasses.replace(SMALL, initial_expressions=seeds), fake_fitness)
+    engine.initialise()
+    assert engine.population[:2] == ["layer_sum(v_min(chan_corr_eig))", "n_mul(params, 2.0)"]
+    assert len(engine.population) == SMALL.population
+    deep = "n_log(" * 10 + "params" + ")" * 10
+    with pytest.raises(ZcpError, match="exceeds max_height"):
+        Evolution(REGISTRY, TYPES, dataclasses.replace(SMALL, initial_expressions=(deep,)), fake_fitness).initialise()
+    with pytest.raises(ValueError, match="fewer initial_expressions"):
+        dataclasses.replace(SMALL, population=2, elitism=1, initial_expressions=("params", "flops"))
