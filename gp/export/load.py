@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,11 @@ def load_exported(path: str | Path) -> Callable[..., float]:
         raise ZcpError(f"exported proxy {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"zcp_exported_{next(_loaded)}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # a damaged or foreign file: say which, in one line
+        del sys.modules[spec.name]
         raise ZcpError(f"{path} is not a loadable exported proxy ({type(exc).__name__}: {exc})") from None
     if not callable(getattr(module, "score", None)):
         raise ZcpError(f"{path} defines no score(model, inputs) function: not an exported proxy")

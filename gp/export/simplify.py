@@ -7,9 +7,12 @@ sympy builds automatically (the hall of fame's canonical form) is kept, and the 
 """
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import sympy
 
@@ -25,6 +28,12 @@ def simplify(expr: sympy.Expr, timeout: float) -> tuple[sympy.Expr, str]:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         return expr, f"not simplified: sympy failed ({lines[-1] if lines else f'exit {done.returncode}'})"
     return pickle.loads(done.stdout), "simplified"
+
+
+def simplify_all(exprs: Sequence[sympy.Expr], timeout: float) -> list[tuple[sympy.Expr, str]]:
+    """:func:`simplify` of each expression, in parallel child processes (one per core at a time)."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(exprs), os.cpu_count() or 1))) as pool:
+        return list(pool.map(lambda e: simplify(e, timeout), exprs))
 
 
 def _child() -> None:

@@ -16,23 +16,32 @@ from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from gp.export.bundle import compile_program, library_source
 from gp.export.run import Run, read_run
-from gp.export.simplify import simplify
+from gp.export.simplify import simplify_all
 from primitives import layers
-from primitives.expression import parse, terminals_of, to_sympy
+from primitives.expression import Node, parse, terminals_of, to_sympy
 from primitives.functions import REGISTRY
 from primitives.terminals import TERMINALS, terminal_types
 
 SIMPLIFY_SECONDS = 20.0
 
 
-def _forms(node: Any, timeout: float) -> tuple[str, str, str, str]:
-    """(canonical, simplified, LaTeX, how) of a parsed expression."""
-    try:
-        canonical = to_sympy(node)
-    except Exception as exc:  # sympy cannot build some constant combinations: keep the text
-        return node.text, node.text, "", f"no sympy form ({type(exc).__name__})"
-    form, how = simplify(canonical, timeout)
-    return str(canonical), str(form), sympy.latex(form), how
+def _forms(nodes: list[Node], timeout: float) -> list[tuple[str, str, str, str]]:
+    """(canonical, simplified, LaTeX, how) of each parsed expression; simplified in parallel."""
+    canonical: list[sympy.Expr | None] = []
+    for node in nodes:
+        try:
+            canonical.append(to_sympy(node))
+        except Exception:  # sympy cannot build some constant combinations: the text stands for itself
+            canonical.append(None)
+    done = iter(simplify_all([c for c in canonical if c is not None], timeout))
+    forms = []
+    for node, c in zip(nodes, canonical):
+        if c is None:
+            forms.append((node.text, node.text, "", "no sympy form (sympy failed to build it)"))
+        else:
+            form, how = next(done)
+            forms.append((str(c), str(form), sympy.latex(form), how))
+    return forms
 
 
 def _heldout_lines(entry: dict[str, Any]) -> list[str]:
@@ -79,16 +88,15 @@ __all__ = ["score", "EXPRESSION", "NEEDED"]
     return f'"""{_safe(doc)}\n"""\nfrom __future__ import annotations\n\n{library_source()}\n\n# {"-" * 30} the proxy (generated)\n\n{program}{score}'
 
 
-def export_entry(run: Run, rank: int, out: Path, timeout: float = SIMPLIFY_SECONDS) -> dict[str, Any]:
+def _write_entry(run: Run, rank: int, node: Node, forms: tuple[str, str, str, str], out: Path) -> dict[str, Any]:
     """Write the files of hall-of-fame entry ``rank``; returns its JSON record."""
     entry = run.entry(rank)
-    node = parse(entry["expression"], REGISTRY, terminal_types())
-    canonical, simplified, latex, how = _forms(node, timeout)
+    canonical, simplified, latex, how = forms
     needed = sorted(terminals_of(node))
     stem = f"proxy_{rank:02d}"
     record = {"run_id": run.run_id, "run_dir": str(run.path.resolve()), "rank": rank, "status": run.status,
               "expression": entry["expression"], "canonical": canonical, "simplified": simplified, "latex": latex,
-              "simplify": how, "fitness": entry.get("fitness"), "metric": run.config.get("campaign", {}).get("metric"),
+              "simplify": how, "fitness": entry["fitness"], "metric": run.config.get("campaign", {}).get("metric"),
               "heldout": entry.get("heldout"), "config_hash": run.config_digest, "terminals": needed,
               "backward": any(TERMINALS[n].backward for n in needed), "options": run.options,
               "files": {k: f"{stem}.{k}" for k in ("py", "sympy", "tex", "json")}}
@@ -101,6 +109,13 @@ def export_entry(run: Run, rank: int, out: Path, timeout: float = SIMPLIFY_SECON
     return record
 
 
+def _parse(run: Run, rank: int) -> Node:
+    try:
+        return parse(run.entry(rank)["expression"], REGISTRY, terminal_types())
+    except ZcpError as exc:
+        raise ZcpError(f"hall-of-fame entry {rank} of {run.path}: {exc}") from None
+
+
 def export_run(run_dir: str | Path, out: str | Path, top: int = 1,
                timeout: float = SIMPLIFY_SECONDS) -> list[dict[str, Any]]:
     """Export the ``top`` best entries of the run in ``run_dir`` into ``out``; their records, best first."""
@@ -110,4 +125,6 @@ def export_run(run_dir: str | Path, out: str | Path, top: int = 1,
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ZcpError(f"--out {out} exists and is not a directory")
-    return [export_entry(run, rank, out, timeout) for rank in range(1, min(top, len(run.entries)) + 1)]
+    ranks = range(1, min(top, len(run.entries)) + 1)
+    nodes = [_parse(run, r) for r in ranks]
+    return [_write_entry(run, r, node, forms, out) for r, node, forms in zip(ranks, nodes, _forms(nodes, timeout))]
