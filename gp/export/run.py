@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,12 @@ class Run:
         return self.entries[rank - 1]
 
 
-def _read_json(path: Path) -> Any:
+def _read(path: Path, loads: Callable[[str], Any], missing: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return loads(path.read_text())
+    except FileNotFoundError:
+        raise ZcpError(missing) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSON and TOML decode errors are ValueErrors
         raise ZcpError(f"{path} is unreadable ({type(exc).__name__})") from None
 
 
@@ -54,26 +57,20 @@ def read_run(run_dir: str | Path) -> Run:
         path = path.parent
     if not path.is_dir():
         raise ZcpError(f"run directory {path} does not exist")
-    if not (path / HOF).is_file():
-        raise ZcpError(f"{path} has no {HOF}: not a campaign run directory, or the campaign has not started")
-    hof = _read_json(path / HOF)
+    hof = _read(path / HOF, json.loads,
+                f"{path} has no {HOF}: not a campaign run directory, or the campaign has not started")
     entries = hof.get("entries") if isinstance(hof, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("expression"), str)
                                                 and isinstance(e.get("fitness"), (int, float)) for e in entries):
         raise ZcpError(f"{path / HOF} is not a zcp hall of fame (no list of entries with expression and fitness)")
     if not entries:
         raise ZcpError(f"{path / HOF} holds no entries yet")
-    try:
-        config = tomllib.loads((path / CONFIG).read_text())
-    except FileNotFoundError:
-        raise ZcpError(f"{path} has no {CONFIG}: the campaign's scoring options are unknown") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ZcpError(f"{path / CONFIG} is unreadable ({type(exc).__name__})") from None
+    config = _read(path / CONFIG, tomllib.loads, f"{path} has no {CONFIG}: the campaign's scoring options are unknown")
     try:  # config.toml holds the complete config (defaults filled in)
         options = {"seed": int(config["campaign"]["seed"]), "signal": str(config["cache"]["signal"]),
                    "curve_points": CURVE_POINTS}
     except (KeyError, TypeError, ValueError):
         raise ZcpError(f"{path / CONFIG} lacks campaign.seed or cache.signal: not a zcp run config") from None
-    checkpoint = _read_json(path / CHECKPOINT) if (path / CHECKPOINT).is_file() else {}
+    checkpoint = _read(path / CHECKPOINT, json.loads, "") if (path / CHECKPOINT).is_file() else {}
     digest = checkpoint.get("config_digest") if isinstance(checkpoint, dict) else None
     return Run(path, str(hof.get("status", "unknown")), entries, options, config, digest)

@@ -62,7 +62,8 @@ def module_source(record: dict[str, Any], entry: dict[str, Any], program: str) -
     doc = "\n".join([
         f"Zero-cost NAS proxy exported by zcp from run {record['run_id']} (hall-of-fame rank {record['rank']}).",
         "", "Expression (zcp proxy language):", f"    {record['expression']}",
-        f"Simplified ({record['simplify']}):", f"    {record['simplified']}",
+        "Simplified (sympy.simplify):" if record["simplify"] == "simplified" else f"Sympy form ({record['simplify']}):",
+        f"    {record['simplified']}",
         f"Search fitness: {record['fitness']:.4f} ({record['metric']}); held-out scores:", *_heldout_lines(entry),
         f"Config hash: {record['config_hash']}; terminals: {', '.join(record['terminals'])}.", "",
         "Usage: score(model, inputs, *, labels=None, signal=..., seed=..., curve_points=...) -> float, for any",
