@@ -161,6 +161,7 @@ def test_exported_file_is_standalone_and_importing_only_defines(exported, tmp_pa
     doc = ast.get_docstring(tree)
     assert doc.count(HAND[3]) == 1 and "held-out scores:\n    not computed (the campaign had not finished)" in doc
     assert "Simplified (sympy.simplify):\n    layer_mean(0.5*snip) + log(Abs(curvature))" in doc
+    assert r"\operatorname{layer\_mean}{\left(0.5 \mathrm{snip} \right)}" in path.with_suffix(".tex").read_text()
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert roots <= {"torch", "numpy"} | set(sys.stdlib_module_names), roots

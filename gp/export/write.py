@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import sympy
+from sympy.printing.latex import LatexPrinter
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
@@ -23,6 +24,16 @@ from primitives.functions import REGISTRY
 from primitives.terminals import TERMINALS, terminal_types
 
 SIMPLIFY_SECONDS = 20.0
+
+
+class _Latex(LatexPrinter):
+    """LaTeX with names kept whole (sympy would read ``code_kernel`` as code with subscript kernel)."""
+
+    def _hprint_Function(self, func: str) -> str:
+        return r"\operatorname{%s}" % func.replace("_", r"\_")
+
+    def _print_Symbol(self, expr: sympy.Symbol, style: str = "plain") -> str:
+        return r"\mathrm{%s}" % expr.name.replace("_", r"\_")
 
 
 def _forms(nodes: list[Node], timeout: float) -> list[tuple[str, str, str, str]]:
@@ -40,15 +51,14 @@ def _forms(nodes: list[Node], timeout: float) -> list[tuple[str, str, str, str]]
             forms.append((node.text, node.text, "", "no sympy form (sympy failed to build it)"))
         else:
             form, how = next(done)
-            forms.append((str(c), str(form), sympy.latex(form), how))
+            forms.append((str(c), str(form), _Latex().doprint(form), how))
     return forms
 
 
-def _heldout_lines(entry: dict[str, Any]) -> list[str]:
-    heldout = entry.get("heldout")
-    if not heldout:
+def _heldout_lines(heldout: Any) -> list[str]:
+    if not isinstance(heldout, dict) or not heldout:
         return ["    not computed (the campaign had not finished)"]
-    return [f"    {d}: " + ", ".join(f"{m} {v:+.4f}" for m, v in scores.items()) for d, scores in heldout.items()]
+    return [f"    {d}: " + ", ".join(f"{m} {float(v):+.4f}" for m, v in scores.items()) for d, scores in heldout.items()]
 
 
 def _safe(text: str) -> str:
@@ -56,7 +66,7 @@ def _safe(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
 
 
-def module_source(record: dict[str, Any], entry: dict[str, Any], program: str) -> str:
+def module_source(record: dict[str, Any], program: str) -> str:
     """The exported file's text: docstring, the library, the program and ``score``."""
     o = record["options"]
     doc = "\n".join([
@@ -64,7 +74,7 @@ def module_source(record: dict[str, Any], entry: dict[str, Any], program: str) -
         "", "Expression (zcp proxy language):", f"    {record['expression']}",
         "Simplified (sympy.simplify):" if record["simplify"] == "simplified" else f"Sympy form ({record['simplify']}):",
         f"    {record['simplified']}",
-        f"Search fitness: {record['fitness']:.4f} ({record['metric']}); held-out scores:", *_heldout_lines(entry),
+        f"Search fitness: {record['fitness']:.4f} ({record['metric']}); held-out scores:", *_heldout_lines(record['heldout']),
         f"Config hash: {record['config_hash']}; terminals: {', '.join(record['terminals'])}.", "",
         "Usage: score(model, inputs, *, labels=None, signal=..., seed=..., curve_points=...) -> float, for any",
         "torch.nn.Module and a batch of at least 2 inputs on the model's device (CPU or CUDA); the defaults",
@@ -101,7 +111,7 @@ def _write_entry(run: Run, rank: int, node: Node, forms: tuple[str, str, str, st
               "heldout": entry.get("heldout"), "config_hash": run.config_digest, "terminals": needed,
               "backward": any(TERMINALS[n].backward for n in needed), "options": run.options,
               "files": {k: f"{stem}.{k}" for k in ("py", "sympy", "tex", "json")}}
-    source = module_source(record, entry, compile_program(node))
+    source = module_source(record, compile_program(node))
     compile(source, f"{stem}.py", "exec")  # a generator bug must fail here, not in a user's import
     atomic_write_text(out / f"{stem}.py", source)
     atomic_write_text(out / f"{stem}.sympy", simplified + "\n")
