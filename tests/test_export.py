@@ -298,7 +298,8 @@ def test_cuda_model_and_inputs(exported):
     in_campaign = float(evaluate(parse(text, REGISTRY, terminal_types()),
                                  collate(compute_terminals(model, x, names, **OPTIONS), names))[0])
     on_cuda = load_proxy(path)(model, x)
-    assert on_cuda == pytest.approx(in_campaign, rel=1e-6) and on_cuda == pytest.approx(on_cpu, rel=1e-2)
+    # cuDNN's weight-gradient kernels may sum in any order; TF32 convolutions make CUDA differ from the CPU
+    assert on_cuda == pytest.approx(in_campaign, rel=1e-5) and on_cuda == pytest.approx(on_cpu, rel=1e-2)
     assert all(p.is_cuda for p in model.parameters())
     with pytest.raises(ValueError, match="but the inputs are on cpu"):
         load_proxy(path)(model, x.cpu())
