@@ -18,8 +18,8 @@ import sympy
 import torch
 
 from evaluation.errors import ZcpError
-from primitives.registry import BIG, SCALAR_TYPES, Primitive, Registry, Value, clamp_value
-from primitives.types import DTYPE, NetScalar, Rows, RowScalar
+from primitives.registry import SCALAR_TYPES, Primitive, Registry
+from primitives.types import BIG, NetScalar, Rows, Value, clamp_value, constant_value
 
 MAX_DEPTH = 200
 _TOKEN = re.compile(r"(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -225,8 +225,7 @@ def _network_count(env: Mapping[str, Value]) -> tuple[int, torch.device]:
 
 def _evaluate(node: Node, env: Mapping[str, Value], memo: dict[str, Value], networks: Rows) -> Value:
     if node.value is not None:
-        data = torch.full((networks.n,), node.value, dtype=DTYPE, device=networks.seg.device)
-        return NetScalar(data) if node.type is NetScalar else RowScalar(data, networks)
+        return constant_value(node.value, node.type, networks)
     if node.text in memo:
         return memo[node.text]
     if node.prim is None:

@@ -21,19 +21,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Union
 
 import sympy
 import torch
 
 from evaluation.errors import ZcpError
-from primitives.types import DTYPE, TYPES, Matrix, NetScalar, Rows, RowScalar, Vector
-
-Value = Union[Matrix, Vector, RowScalar, NetScalar]
-BIG = 1e150
-"""Every value lies in [-BIG, BIG] (or is NaN), so a product of two values never overflows."""
-TINY = 1.0 / BIG
-"""Magnitudes below TINY count as zero for the protected operations."""
+from primitives.types import BIG, DTYPE, TINY, TYPES, Matrix, NetScalar, Rows, RowScalar, Value, Vector
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SCALAR_TYPES = (RowScalar, NetScalar)
@@ -64,16 +57,6 @@ class Ephemeral:
     type: type
     gen: Callable[[random.Random], float]
     doc: str
-
-
-def clamp_value(value: Value) -> Value:
-    """``value`` with its data clamped into [-BIG, BIG] (NaN stays NaN, +-inf becomes +-BIG)."""
-    data = value.data.clamp(-BIG, BIG)
-    if isinstance(value, NetScalar):
-        return NetScalar(data)
-    if isinstance(value, Vector):
-        return Vector(data, value.mask, value.rows)
-    return type(value)(data, value.rows)
 
 
 def bad_networks(value: Value, n: int) -> torch.Tensor:

@@ -175,13 +175,13 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
     for name in wanted:
         kind = TERMINALS[name].type
         if kind is Vector:
-            vecs = [r.stats.get(name, torch.zeros(0, dtype=torch.float64)) for r in rec.layers]
+            vecs = [r.stats[name].cpu() if name in r.stats else torch.zeros(0, dtype=torch.float64) for r in rec.layers]
             out[name] = torch.cat(vecs).numpy()
             out[name + ".len"] = np.array([len(v) for v in vecs], dtype=np.int64)
         elif kind is RowScalar:
             out[name] = np.array([float(r.stats.get(name, math.nan)) for r in rec.layers])
         elif kind is Matrix:
-            out[name] = kernels[name].numpy()[None]
+            out[name] = kernels[name].cpu().numpy()[None]
         elif name == "logit_std":
             out[name] = np.array([float(lg.std())])
         elif name == "flops":

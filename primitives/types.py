@@ -19,10 +19,15 @@ network and 44,000 eigen-decompositions per candidate; per-layer spectra are sto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 
 DTYPE = torch.float64
+BIG = 1e150
+"""Every value lies in [-BIG, BIG] (or is NaN), so a product of two values never overflows."""
+TINY = 1.0 / BIG
+"""Magnitudes below TINY count as zero for the protected operations."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,3 +89,20 @@ class NetScalar:
 
 
 TYPES = (Matrix, Vector, RowScalar, NetScalar)
+Value = Union[Matrix, Vector, RowScalar, NetScalar]
+
+
+def clamp_value(value: Value) -> Value:
+    """``value`` with its data clamped into [-BIG, BIG] (NaN stays NaN, +-inf becomes +-BIG)."""
+    data = value.data.clamp(-BIG, BIG)
+    if isinstance(value, NetScalar):
+        return NetScalar(data)
+    if isinstance(value, Vector):
+        return Vector(data, value.mask, value.rows)
+    return type(value)(data, value.rows)
+
+
+def constant_value(value: float, type_: type, networks: Rows) -> NetScalar | RowScalar:
+    """A constant of a scalar type on network rows (one entry per network)."""
+    data = torch.full((networks.n,), value, dtype=DTYPE, device=networks.seg.device)
+    return NetScalar(data) if type_ is NetScalar else RowScalar(data, networks)

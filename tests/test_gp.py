@@ -22,7 +22,8 @@ from gp.halloffame import HallOfFame, canonical_form
 from gp.operators import Operators, generate
 from gp.pset import build_pset, from_text, text_size, to_text
 from primitives.expression import parse, to_string
-from primitives.functions import REGISTRY, layer_sum
+from primitives.functions import REGISTRY
+from primitives.ops import layer_sum
 from primitives.terminals import terminal_types
 from primitives.types import NetScalar, RowScalar, Vector
 

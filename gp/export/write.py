@@ -1,0 +1,141 @@
+"""``zcp export``: the best hall-of-fame entries of a run as standalone files.
+
+Per entry of rank r (``proxy_<rr>``): ``.py`` (the standalone module, see :mod:`gp.export.bundle`
+and docs/export.md), ``.sympy`` (the simplified sympy form), ``.tex`` (its LaTeX) and ``.json`` (the
+record: expression, forms, fitness, held-out scores, config hash, run id, scoring options).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sympy
+from sympy.printing.latex import LatexPrinter
+
+from evaluation.atomic import atomic_write_text
+from evaluation.errors import ZcpError
+from gp.export.bundle import compile_program, library_source
+from gp.export.run import Run, read_run
+from gp.export.simplify import simplify_all
+from primitives import layers
+from primitives.expression import Node, parse, terminals_of, to_sympy
+from primitives.functions import REGISTRY
+from primitives.terminals import TERMINALS, terminal_types
+
+SIMPLIFY_SECONDS = 20.0
+
+
+class _Latex(LatexPrinter):
+    """LaTeX with names kept whole (sympy would read ``code_kernel`` as code with subscript kernel)."""
+
+    def _hprint_Function(self, func: str) -> str:
+        return r"\operatorname{%s}" % func.replace("_", r"\_")
+
+    def _print_Symbol(self, expr: sympy.Symbol, style: str = "plain") -> str:
+        return r"\mathrm{%s}" % expr.name.replace("_", r"\_")
+
+
+def _forms(nodes: list[Node], timeout: float) -> list[tuple[str, str, str, str]]:
+    """(canonical, simplified, LaTeX, how) of each parsed expression; simplified in parallel."""
+    canonical: list[sympy.Expr | None] = []
+    for node in nodes:
+        try:
+            canonical.append(to_sympy(node))
+        except Exception:  # sympy cannot build some constant combinations: the text stands for itself
+            canonical.append(None)
+    done = iter(simplify_all([c for c in canonical if c is not None], timeout))
+    forms = []
+    for node, c in zip(nodes, canonical):
+        if c is None:
+            forms.append((node.text, node.text, "", "no sympy form (sympy failed to build it)"))
+        else:
+            form, how = next(done)
+            forms.append((str(c), str(form), _Latex().doprint(form), how))
+    return forms
+
+
+def _heldout_lines(heldout: Any) -> list[str]:
+    if not isinstance(heldout, dict) or not heldout:
+        return ["    not computed (the campaign had not finished)"]
+    return [f"    {d}: " + ", ".join(f"{m} {float(v):+.4f}" for m, v in scores.items()) for d, scores in heldout.items()]
+
+
+def _safe(text: str) -> str:
+    """Text that can sit inside a triple-quoted docstring."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def module_source(record: dict[str, Any], program: str) -> str:
+    """The exported file's text: docstring, the library, the program and ``score``."""
+    o = record["options"]
+    doc = "\n".join([
+        f"Zero-cost NAS proxy exported by zcp from run {record['run_id']} (hall-of-fame rank {record['rank']}).",
+        "", "Expression (zcp proxy language):", f"    {record['expression']}",
+        "Simplified (sympy.simplify):" if record["simplify"] == "simplified" else f"Sympy form ({record['simplify']}):",
+        f"    {record['simplified']}",
+        f"Search fitness: {record['fitness']:.4f} ({record['metric']}); held-out scores:", *_heldout_lines(record['heldout']),
+        f"Config hash: {record['config_hash']}; terminals: {', '.join(record['terminals'])}.", "",
+        "Usage: score(model, inputs, *, labels=None, signal=..., seed=..., curve_points=...) -> float, for any",
+        "torch.nn.Module and a batch of at least 2 inputs on the model's device (CPU or CUDA); the defaults",
+        "are the campaign's. Only the passes the terminals need run (a backward pass only for gradient",
+        "terminals); weights, buffers, gradients and training mode are left as found. Problems with the",
+        "model or inputs raise ValueError (one line). Imports torch and numpy only; importing defines only.",
+        "", "Layer definition (as in the zcp terminal cache):", "", layers.__doc__.strip()])
+    score = f'''
+
+EXPRESSION = {record['expression']!r}
+NEEDED = {tuple(record['terminals'])!r}
+
+
+def score(model, inputs, *, labels=None, signal={o['signal']!r}, seed={o['seed']!r}, curve_points={o['curve_points']!r}):
+    """The proxy's score (float) of ``model`` on the batch ``inputs``; see the module docstring."""
+    return score_network(model, inputs, NEEDED, _program, labels=labels, signal=signal, seed=seed,
+                         curve_points=curve_points)
+
+
+__all__ = ["score", "EXPRESSION", "NEEDED"]
+'''
+    return f'"""{_safe(doc)}\n"""\nfrom __future__ import annotations\n\n{library_source()}\n\n# {"-" * 30} the proxy (generated)\n\n{program}{score}'
+
+
+def _write_entry(run: Run, rank: int, node: Node, forms: tuple[str, str, str, str], out: Path) -> dict[str, Any]:
+    """Write the files of hall-of-fame entry ``rank``; returns its JSON record."""
+    entry = run.entry(rank)
+    canonical, simplified, latex, how = forms
+    needed = sorted(terminals_of(node))
+    stem = f"proxy_{rank:02d}"
+    record = {"run_id": run.run_id, "run_dir": str(run.path.resolve()), "rank": rank, "status": run.status,
+              "expression": entry["expression"], "canonical": canonical, "simplified": simplified, "latex": latex,
+              "simplify": how, "fitness": entry["fitness"], "metric": run.config.get("campaign", {}).get("metric"),
+              "heldout": entry.get("heldout"), "config_hash": run.config_digest, "terminals": needed,
+              "backward": any(TERMINALS[n].backward for n in needed), "options": run.options,
+              "files": {k: f"{stem}.{k}" for k in ("py", "sympy", "tex", "json")}}
+    source = module_source(record, compile_program(node))
+    compile(source, f"{stem}.py", "exec")  # a generator bug must fail here, not in a user's import
+    atomic_write_text(out / f"{stem}.py", source)
+    atomic_write_text(out / f"{stem}.sympy", simplified + "\n")
+    atomic_write_text(out / f"{stem}.tex", f"\\[ {latex} \\]\n" if latex else "% no LaTeX form\n")
+    atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _parse(run: Run, rank: int) -> Node:
+    try:
+        return parse(run.entry(rank)["expression"], REGISTRY, terminal_types())
+    except ZcpError as exc:
+        raise ZcpError(f"hall-of-fame entry {rank} of {run.path}: {exc}") from None
+
+
+def export_run(run_dir: str | Path, out: str | Path, top: int = 1,
+               timeout: float = SIMPLIFY_SECONDS) -> list[dict[str, Any]]:
+    """Export the ``top`` best entries of the run in ``run_dir`` into ``out``; their records, best first."""
+    if not isinstance(top, int) or top < 1:
+        raise ZcpError(f"--top must be at least 1, got {top!r}")
+    run = read_run(run_dir)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ZcpError(f"--out {out} exists and is not a directory")
+    ranks = range(1, min(top, len(run.entries)) + 1)
+    nodes = [_parse(run, r) for r in ranks]
+    return [_write_entry(run, r, node, forms, out) for r, node, forms in zip(ranks, nodes, _forms(nodes, timeout))]
