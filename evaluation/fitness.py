@@ -6,11 +6,18 @@ find its ``n_neg(...)`` explicitly, which then shows in the reported expression.
 or infinity, constant scores, and expressions that fail to parse or evaluate get :data:`WORST`,
 which is below every possible correlation.
 
+Per-candidate time limit: parsing bounds a tree's size (``MAX_NODES``, ``MAX_DEPTH``), and
+evaluation checks a deadline of ``time_limit`` seconds (all targets together) before every
+primitive call, so a candidate can overrun by one primitive at most; an overrun scores WORST. The
+check is a clock read, so it works the same in the serial backend and inside Ray actors (no signals,
+no threads).
+
 Multi-dataset mode scores a candidate on each dataset's cache and combines with ``min`` (the
 proxy must work everywhere) or ``mean``.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +33,7 @@ from primitives.terminals import terminal_types
 WORST = -2.0
 METRICS = ("kendall", "spearman")
 COMBINE = ("min", "mean")
+TIME_LIMIT = 10.0
 
 
 def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kendall") -> float:
@@ -60,23 +68,27 @@ class Fitness:
     """Scores expression strings on one or more targets; see the module docstring."""
 
     def __init__(self, targets: Sequence[Target], terminals: Sequence[str], metric: str = "kendall",
-                 combine: str = "min") -> None:
+                 combine: str = "min", time_limit: float = TIME_LIMIT) -> None:
         if metric not in METRICS:
             raise ZcpError(f"unknown fitness metric {metric!r}; known: {', '.join(METRICS)}")
         if combine not in COMBINE:
             raise ZcpError(f"unknown combination {combine!r}; known: {', '.join(COMBINE)}")
-        self.targets, self.metric, self.combine = list(targets), metric, combine
+        if not time_limit > 0:
+            raise ZcpError(f"the per-candidate time limit must be > 0 seconds, got {time_limit!r}")
+        self.targets, self.metric, self.combine, self.time_limit = list(targets), metric, combine, time_limit
         self.types = terminal_types(terminals)
 
-    def scores(self, text: str) -> list[np.ndarray]:
-        """The candidate's raw scores on each target (raises ZcpError if it cannot be evaluated)."""
+    def scores(self, text: str, time_limit: float | None = None) -> list[np.ndarray]:
+        """The candidate's raw scores on each target (raises ZcpError if it cannot be evaluated or
+        runs past ``time_limit`` seconds)."""
         node = parse(text, REGISTRY, self.types)
-        return [evaluate(node, t.env).numpy() for t in self.targets]
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        return [evaluate(node, t.env, deadline=deadline).numpy() for t in self.targets]
 
     def per_target(self, text: str) -> list[float]:
         """Correlation on each target; WORST everywhere when the candidate fails."""
         try:
-            scores = self.scores(text)
+            scores = self.scores(text, self.time_limit)
         except Exception:  # a failing candidate must not stop a campaign
             return [WORST] * len(self.targets)
         return [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)]

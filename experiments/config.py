@@ -1,6 +1,7 @@
 """Campaign configuration: a TOML file with the sections below; an unknown key is an error naming it.
 
-    [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'), seed
+    [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'), seed,
+                time_limit (seconds one candidate may take; an overrun scores worst)
     [sample]    search_kind, search_n, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
     [cache]     batch_size, images, signal, terminals (empty = all), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
@@ -20,6 +21,7 @@ from typing import Any
 
 from evaluation.datasets import check_dataset
 from evaluation.errors import ZcpError
+from evaluation.fitness import TIME_LIMIT
 from evaluation.spaces import get_space
 from gp.engine import GPConfig
 
@@ -31,6 +33,11 @@ class CampaignSection:
     metric: str = "kendall"
     combine: str = "min"
     seed: int = 0
+    time_limit: float = TIME_LIMIT
+
+    def __post_init__(self) -> None:
+        if not self.time_limit > 0:
+            raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit!r}")
 
 
 @dataclass(frozen=True)
