@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.atomic import atomic_write_text
+from evaluation.atomic import atomic_write_text, remove_stale_temps
 from evaluation.cache import Cache, build_cache, load_cache, sample_sha
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
@@ -114,6 +114,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record."""
     show = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
+    remove_stale_temps(run_dir)
     prepared = prepare(config, run_dir, paths, show)
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)

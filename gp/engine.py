@@ -21,6 +21,7 @@ from gp.config import GPConfig
 from gp.halloffame import HallOfFame, canonical_form
 from gp.operators import Operators
 from gp.pset import build_pset, from_text, text_size
+from primitives.expression import parse
 from primitives.registry import Registry
 
 __all__ = ["Evolution", "GPConfig"]
@@ -134,6 +135,8 @@ class Evolution:
         for text in population:
             from_text(text, self.pset)  # fails early, naming the problem, if the language changed
         memo = {str(k): float(v) for k, v in state["memo"].items()}
+        for text in memo.keys() - set(population):
+            parse(text, self.pset.registry, self.pset.terminal_types)  # text only, never run
         if not all(map(math.isfinite, memo.values())) or any(memo.get(t) != f for t, f in zip(population, fitnesses)):
             raise ZcpError("engine state: a fitness is not finite or differs from the memo")
         version, internal, gauss = state["random"]
