@@ -186,7 +186,9 @@ def start(config_path: str | Path, run_dir: str | Path, paths: DataPaths | None 
 def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool | None = None) -> dict[str, Any]:
     """``zcp resume``: continue a campaign from its checkpoint, refusing a changed config or primitive set."""
     run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT).exists() and (run_dir / CONFIG).exists():
+    if not (run_dir / CHECKPOINT).exists():
+        if not (run_dir / CONFIG).exists():
+            raise ZcpError(f"{run_dir} has no {CHECKPOINT}: nothing to resume (start one with `zcp evolve`)")
         # killed before generation 0 was saved: start over from the saved config (caches resume)
         return run(load_config(run_dir / CONFIG), run_dir, paths, progress=progress)
     state = read_checkpoint(run_dir / CHECKPOINT)

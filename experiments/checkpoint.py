@@ -13,6 +13,7 @@ from typing import Any
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
+from evaluation.jsonfile import read_json_record
 
 FORMAT = "zcp-checkpoint/1"
 
@@ -28,15 +29,8 @@ def write_checkpoint(path: Path, record: dict[str, Any]) -> Path:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The record :func:`write_checkpoint` wrote; ZcpError (one line) if it is unreadable or damaged."""
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ZcpError(f"{path.parent} has no {path.name}: nothing to resume (start one with `zcp evolve`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ZcpError(f"checkpoint {path} is unreadable ({exc})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ZcpError(f"checkpoint {path} is not a zcp checkpoint ({FORMAT})")
+    """The record :func:`write_checkpoint` wrote; ZcpError (one line) if it is missing, unreadable or damaged."""
+    record = read_json_record(path, "checkpoint", FORMAT, "zcp checkpoint")
     stored = record.pop("sha256", None)
     if stored != _digest(record):
         raise ZcpError(f"checkpoint {path} fails its checksum: the file was damaged or edited; "

@@ -165,7 +165,7 @@ CASES = {
                          "corrupt or truncated pickle"),
     "checkpoint-edited": ("checkpoint edited or damaged", lambda t, c: _checkpoint(t, lambda s: s.replace('"x"', '"z"')),
                           "fails its checksum"),
-    "checkpoint-truncated": ("checkpoint truncated", lambda t, c: _checkpoint(t, lambda s: s[:20]), "is unreadable"),
+    "checkpoint-truncated": ("checkpoint truncated", lambda t, c: _checkpoint(t, lambda s: s[:20]), "is not valid JSON"),
 }
 
 
