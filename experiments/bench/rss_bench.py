@@ -44,8 +44,10 @@ def _marks(xs: list[float], ys: list[float], k: int = 10) -> str:
     return " ".join(f"{xs[i]:.0f}:{ys[i]:.0f}" for i in idx)
 
 
-def build_phase(args: argparse.Namespace, out: Path) -> tuple[list[float], list[float]]:
-    """Build the cache while a thread samples (finished shards, RSS MiB) every ``--every`` seconds."""
+def build_phase(args: argparse.Namespace, out: Path) -> tuple[list[float], list[float], float]:
+    """Build the cache while a thread samples (finished shards, RSS MiB) every ``--every`` seconds;
+    returns the samples of the building part and the peak RSS of the whole build. Packing (all
+    shards concatenated, then deleted) is left out of the samples: its memory is the packed cache's."""
     sample = make_sample(get_space("tss"), "random", args.networks, args.seed)
     shards, xs, ys, done = out / SHARDS, [], [], threading.Event()
 
@@ -61,7 +63,8 @@ def build_phase(args: argparse.Namespace, out: Path) -> tuple[list[float], list[
                 progress=False)
     done.set()
     watcher.join()
-    return xs, ys
+    building = xs.index(max(xs)) + 1 if xs else 0  # shards are deleted while packing
+    return xs[:building], ys[:building], max(ys, default=float("nan"))
 
 
 def evolve_phase(args: argparse.Namespace, cache_dir: Path, run_dir: Path) -> tuple[list[float], list[float]]:
@@ -98,11 +101,11 @@ def main() -> None:
     out = Path(args.out)
     cache_dir = out / f"cache-{args.networks}-b{args.batch_size}-s{args.seed}"
     start = time.perf_counter()
-    xs, ys = build_phase(args, cache_dir)
+    xs, ys, peak = build_phase(args, cache_dir)
     print(f"cache build, {args.networks} networks (batch {args.batch_size}, all terminals, serial), "
           f"{time.perf_counter() - start:.0f} s; RSS MiB at shards done:")
     print(f"  {_marks(xs, ys)}")
-    print(f"  slope {slope(xs, ys):+.2f} KiB/network; peak {max(ys, default=float('nan')):.0f} MiB")
+    print(f"  slope {slope(xs, ys):+.2f} KiB/network; peak {peak:.0f} MiB (packing included)")
     start = time.perf_counter()
     gx, gy = evolve_phase(args, cache_dir, out)
     print(f"evolution, {args.generations} generations x population {args.population} on that cache, "
