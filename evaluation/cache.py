@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.atomic import atomic_write_bytes, atomic_write_text
+from evaluation.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temps
 from evaluation.errors import ZcpError
 from evaluation.images import load_batch
 from evaluation.parallel import run_tasks
@@ -139,7 +139,7 @@ def _load_packed(folder: Path) -> dict[str, np.ndarray]:
 
 def _write_packed(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write every array as ``<name>.npy`` into a temporary sibling folder, then rename it into place."""
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmpdir"))
     try:
         for name, array in arrays.items():
             with open(tmp / f"{name}.npy", "wb") as f:
@@ -153,6 +153,21 @@ def _write_packed(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
     return folder
 
 
+def _device(device: str) -> str:
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; ZcpError for anything else."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ZcpError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ZcpError(f"device {device!r} was asked for, but this machine has no CUDA device")
+    return device
+
+
 def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_size: int = 64, seed: int = 0,
                 signal: str = "pseudo_ce", image_source: str = "auto", curve_points: int = 64,
                 terminals: tuple[str, ...] | None = None, backend: str = "ray", workers: int | None = None,
@@ -164,6 +179,7 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     unknown = [t for t in terminals if t not in TERMINALS]
     if unknown:
         raise ZcpError(f"unknown terminal(s) {', '.join(unknown)}; known: {', '.join(TERMINALS)}")
+    device = _device(device)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
     spec = CacheSpec(sample.space, dataset, seed, batch_size, sample_sha(sample), terminals, signal,
                      image_source, curve_points)
@@ -176,11 +192,12 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
         return out / PACKED
     shard_dir = out / SHARDS
     shard_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out, shard_dir):  # temporary files of a killed build
+        remove_stale_temps(folder)
     done = {int(p.stem) for p in shard_dir.glob("*.npz")}
     todo = [i for i in sample.indices if i not in done]
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     job = _Job(sample.space, dataset, seed, signal, curve_points, terminals, device)
-    gpus = 1.0 / max(workers or 1, 1) if device == "cuda" and backend == "ray" else 0.0
+    gpus = 1.0 / max(workers or 1, 1) if device.startswith("cuda") and backend == "ray" else 0.0
     results = run_tasks(_build_one, todo, (job, batch.images, batch.labels), backend, workers, address, gpus)
     show = sys.stderr.isatty() if progress is None else progress
     for index, arrays in tqdm(results, total=len(todo), disable=not show, desc="cache", unit="net"):

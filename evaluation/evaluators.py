@@ -3,8 +3,8 @@
 The payload (packed cache arrays and accuracies of every target) is put in Ray's object store once;
 each actor builds its :class:`~evaluation.fitness.Fitness` from it when it starts and then receives
 only lists of strings. A batch is split into contiguous chunks, one per actor, and reassembled in
-order, so serial and Ray evaluation return identical lists. An actor that dies is restarted and its
-chunk retried (``max_restarts`` / ``max_task_retries``).
+order, so serial and Ray evaluation return identical lists. An actor that dies is restarted by Ray
+and its chunk resubmitted to the next actor (one warning line; see :class:`~evaluation.parallel.WorkerDeaths`).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.fitness import Fitness, Target
-from evaluation.parallel import start_ray
+from evaluation.fitness import TIME_LIMIT, Fitness, Target
+from evaluation.parallel import WorkerDeaths, start_ray, worker_faults
 from primitives.terminals import collate
 
 
@@ -29,11 +29,12 @@ class Payload:
     metric: str
     combine: str
     cost_weight: float = 0.0
+    time_limit: float = TIME_LIMIT
 
     def fitness(self) -> Fitness:
         targets = [Target(d, collate(a, self.terminals), acc)
                    for d, a, acc in zip(self.datasets, self.arrays, self.accuracies)]
-        return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight)
+        return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight, self.time_limit)
 
 
 def _chunks(items: Sequence[str], k: int) -> list[list[str]]:
@@ -52,7 +53,8 @@ class Evaluator:
         import ray
 
         start_ray(self.workers, address)
-        actor = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(_Actor)
+        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_Actor)
+        self._deaths = WorkerDeaths("chunk of candidates")
         # Kept alive here so a restarted actor can fetch it again; passed inside a list so that
         # Ray hands the reference itself to the actor, which fetches the payload when it starts.
         self._payload_ref = ray.put(payload)
@@ -73,7 +75,18 @@ class Evaluator:
         import ray
 
         chunks = _chunks(texts, len(self._actors))
-        parts = ray.get([a.score.remote(c) for a, c in zip(self._actors, chunks)])
+        refs = [a.score.remote(c) for a, c in zip(self._actors, chunks)]
+        parts = []
+        for i, (ref, chunk) in enumerate(zip(refs, chunks)):
+            attempts = 1
+            while True:
+                try:
+                    parts.append(ray.get(ref))
+                    break
+                except worker_faults() as exc:
+                    self._deaths.retry(attempts, exc)
+                    ref = self._actors[(i + attempts) % len(self._actors)].score.remote(chunk)
+                    attempts += 1
         return [f for part in parts for f in part]
 
     def close(self) -> None:

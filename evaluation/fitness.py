@@ -10,11 +10,18 @@ Optional second objective, proxy cost: with ``cost_weight`` w > 0 a valid candid
 its correlation minus w times the forward and backward passes its terminals need per network
 (:func:`~primitives.terminals.passes_needed`); reports always show the raw correlations.
 
+Per-candidate time limit: parsing bounds a tree's size (``MAX_NODES``, ``MAX_DEPTH``), and
+evaluation checks a deadline of ``time_limit`` seconds (all targets together) before every
+primitive call, so a candidate can overrun by one primitive at most; an overrun scores WORST. The
+check is a clock read, so it works the same in the serial backend and inside Ray actors (no signals,
+no threads).
+
 Multi-dataset mode scores a candidate on each dataset's cache and combines with ``min`` (the
 proxy must work everywhere) or ``mean``.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +39,7 @@ METRICS = ("kendall", "spearman")
 COMBINE = ("min", "mean")
 MAX_COST_WEIGHT = 0.1
 """Keeps a penalised fitness above WORST: 1 + 0.1 x 5 passes < 2."""
+TIME_LIMIT = 10.0
 
 
 def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kendall") -> float:
@@ -81,25 +89,30 @@ class Fitness:
     """Scores expression strings on one or more targets; see the module docstring."""
 
     def __init__(self, targets: Sequence[Target], terminals: Sequence[str], metric: str = "kendall",
-                 combine: str = "min", cost_weight: float = 0.0) -> None:
+                 combine: str = "min", cost_weight: float = 0.0, time_limit: float = TIME_LIMIT) -> None:
         if metric not in METRICS:
             raise ZcpError(f"unknown fitness metric {metric!r}; known: {', '.join(METRICS)}")
         if combine not in COMBINE:
             raise ZcpError(f"unknown combination {combine!r}; known: {', '.join(COMBINE)}")
         if not 0.0 <= cost_weight <= MAX_COST_WEIGHT:
             raise ZcpError(f"cost_weight must be in [0, {MAX_COST_WEIGHT}], got {cost_weight}")
-        self.targets, self.metric, self.combine, self.cost_weight = list(targets), metric, combine, cost_weight
+        if not time_limit > 0:
+            raise ZcpError(f"the per-candidate time limit must be > 0 seconds, got {time_limit!r}")
+        self.targets, self.metric, self.combine = list(targets), metric, combine
+        self.cost_weight, self.time_limit = cost_weight, time_limit
         self.types = terminal_types(terminals)
 
-    def scores(self, text: str) -> list[np.ndarray]:
-        """The candidate's raw scores on each target (raises ZcpError if it cannot be evaluated)."""
+    def scores(self, text: str, time_limit: float | None = None) -> list[np.ndarray]:
+        """The candidate's raw scores on each target (raises ZcpError if it cannot be evaluated or
+        runs past ``time_limit`` seconds)."""
         node = parse(text, REGISTRY, self.types)
-        return [evaluate(node, t.env).numpy() for t in self.targets]
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        return [evaluate(node, t.env, deadline=deadline).numpy() for t in self.targets]
 
     def per_target(self, text: str) -> list[float]:
         """Correlation on each target; WORST everywhere when the candidate fails."""
         try:
-            scores = self.scores(text)
+            scores = self.scores(text, self.time_limit)
         except Exception:  # a failing candidate must not stop a campaign
             return [WORST] * len(self.targets)
         return [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)]

@@ -3,13 +3,18 @@
 Ray starts locally by default (``num_cpus`` as asked, no dashboard, a modest object store) or joins
 an existing cluster with ``address``. Shared read-only data (an image batch) is put in the object
 store once. Each task gets one CPU and runs torch single-threaded in both backends, so serial and
-Ray results are bit-identical; a task whose worker dies is retried on another worker
-(``max_retries``). Results come back as they finish.
+Ray results are bit-identical. Results come back as they finish.
+
+Worker faults: a task whose worker process dies (killed, out of memory, node lost) is resubmitted,
+so it runs on another worker, up to :data:`RETRIES` times; the first death prints one warning line
+(:class:`WorkerDeaths`) and Ray's own logs stay off the terminal (``log_to_driver=False``, level
+ERROR). An exception raised by the task itself is not retried: it is the task's answer.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -18,7 +23,32 @@ from evaluation.errors import ZcpError
 T = TypeVar("T")
 R = TypeVar("R")
 BACKENDS = ("serial", "ray")
+RETRIES = 3
 _END = object()
+
+
+def worker_faults() -> tuple[type[Exception], ...]:
+    """Ray's exceptions for work lost with its worker (as opposed to an exception the work raised)."""
+    from ray import exceptions as rx
+
+    return rx.WorkerCrashedError, rx.RayActorError, rx.OutOfMemoryError, rx.NodeDiedError
+
+
+class WorkerDeaths:
+    """Counts worker deaths of one job: warns once on stderr, gives up after :data:`RETRIES` for one item."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.count = what, 0
+
+    def retry(self, attempts: int, exc: Exception) -> None:
+        """Record a death of the work's ``attempts``-th try; ZcpError when it has been tried too often."""
+        self.count += 1
+        reason = type(exc).__name__
+        if attempts > RETRIES:
+            raise ZcpError(f"Ray workers died {attempts} times running the same {self.what} ({reason}): giving up")
+        if self.count == 1:
+            print(f"zcp: warning: a Ray worker died ({reason}); its {self.what} is retried on another worker",
+                  file=sys.stderr, flush=True)
 
 
 def _call(fn: Callable[[T, Any], R], item: T, shared: Any) -> R:
@@ -49,6 +79,26 @@ def start_ray(num_cpus: int | None = None, address: str | None = None, num_gpus:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ZcpError(f"cannot start or join Ray{' at ' + address if address else ''}: {str(exc).splitlines()[0]}") from None
+    _drop_death_notices()
+
+
+def _drop_death_notices() -> None:
+    """Ray's driver prints a paragraph for every dead worker, from a thread that no ``ray.init``
+    option turns off; :class:`WorkerDeaths` reports deaths in one line, so those paragraphs are dropped
+    (other messages pass). If Ray's internals change, this does nothing."""
+    from ray._private import worker
+
+    show = getattr(worker, "print_to_stdstream", None)
+    if show is None or getattr(show, "drops_deaths", False):
+        return
+
+    def filtered(data: dict, *args: Any, **kwargs: Any) -> None:
+        if data.get("pid") == "raylet" and any("died" in line or "killed" in line for line in data.get("lines", [])):
+            return
+        show(data, *args, **kwargs)
+
+    filtered.drops_deaths = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = filtered
 
 
 def run_tasks(fn: Callable[[T, Any], R], items: Iterable[T], shared: Any = None, backend: str = "serial",
@@ -67,18 +117,26 @@ def run_tasks(fn: Callable[[T, Any], R], items: Iterable[T], shared: Any = None,
     import ray
 
     start_ray(workers, address)
-    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=3)(_call)
+    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=0)(_call)
     shared_ref = ray.put(shared)
-    pending: dict[Any, T] = {}
+    pending: dict[Any, tuple[T, int]] = {}  # ref -> (item, attempts so far)
     queue = iter(items)
+    deaths = WorkerDeaths("task")
     while True:
         while len(pending) < max_in_flight:
             item = next(queue, _END)
             if item is _END:
                 break
-            pending[remote.remote(fn, item, shared_ref)] = item
+            pending[remote.remote(fn, item, shared_ref)] = (item, 1)
         if not pending:
             return
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
-            yield pending.pop(ref), ray.get(ref)
+            item, attempts = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except worker_faults() as exc:
+                deaths.retry(attempts, exc)
+                pending[remote.remote(fn, item, shared_ref)] = (item, attempts + 1)
+                continue
+            yield item, result

@@ -27,6 +27,7 @@ import numpy as np
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
+from evaluation.jsonfile import read_json_record
 from evaluation.spaces import SearchSpace, get_space
 
 KINDS = ("random", "stratified", "quantile")
@@ -136,14 +137,7 @@ _FIELDS = ("space", "dataset", "split", "split_seed", "heldout_fraction", "kind"
 def read_sample(path: str | os.PathLike, space: str | None = None) -> Sample:
     """Read and validate a sample file; ``space`` (if given) must match the file's."""
     path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ZcpError(f"sample file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ZcpError(f"sample file {path} is not valid JSON ({exc})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ZcpError(f"sample file {path} is not a zcp sample (expected \"format\": \"{FORMAT}\")")
+    record = read_json_record(path, "sample file", FORMAT, "zcp sample")
     missing = [k for k in (*_FIELDS, "architectures") if k not in record]
     if missing:
         raise ZcpError(f"sample file {path} lacks field(s): {', '.join(missing)}")

@@ -5,11 +5,12 @@ Run directory:
     samples/            the search and held-out samples per dataset (re-usable sample files)
     caches/             their terminal caches (unless [cache] dir points elsewhere)
     log.jsonl           one line per generation: best / median fitness, size, diversity, seconds
-    checkpoint.json     plain JSON, written atomically after every generation
+    checkpoint.json     plain JSON with a checksum (experiments/checkpoint.py), written atomically after every generation
     hall_of_fame.json   best distinct expressions with search fitness, and held-out scores at the end
 
 ``resume`` refuses a run whose config or primitive set changed since its checkpoint. Ctrl-C stops
 after the last completed generation's checkpoint; nothing of a half-done generation is kept.
+A run killed before its first checkpoint resumes by starting over from its saved config.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.atomic import atomic_write_text
+from evaluation.atomic import atomic_write_text, remove_stale_temps
 from evaluation.cache import Cache, build_cache, load_cache, sample_sha
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
@@ -34,6 +35,7 @@ from evaluation.groundtruth import load_ground_truth
 from evaluation.paths import DataPaths
 from evaluation.samples import Sample, make_sample, write_sample
 from evaluation.spaces import get_space
+from experiments.checkpoint import read_checkpoint, write_checkpoint
 from experiments.config import Config, load_config
 from gp.engine import Evolution
 from primitives.expression import parse, terminals_of
@@ -100,7 +102,8 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
 def _payload(config: Config, caches: list[Cache], truth: dict[str, np.ndarray], terminals: tuple[str, ...]) -> Payload:
     return Payload(tuple(config.campaign.datasets), tuple(c.arrays for c in caches),
                    tuple(np.asarray(truth[c.manifest["dataset"]])[c.indices] for c in caches),
-                   terminals, config.campaign.metric, config.campaign.combine, config.campaign.cost_weight)
+                   terminals, config.campaign.metric, config.campaign.combine, config.campaign.cost_weight,
+                   config.campaign.time_limit)
 
 
 def heldout_report(texts: list[str], config: Config, prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:
@@ -127,6 +130,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record."""
     show = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
+    remove_stale_temps(run_dir)
     prepared = prepare(config, run_dir, paths, show)
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
@@ -136,8 +140,11 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     log: list[dict[str, Any]] = []
     try:
         if resume:
-            state = json.loads((run_dir / CHECKPOINT).read_text())
-            engine = Evolution.from_state(state["engine"], REGISTRY, types, config.gp, evaluator)
+            state = read_checkpoint(run_dir / CHECKPOINT)
+            try:
+                engine = Evolution.from_state(state.get("engine"), REGISTRY, types, config.gp, evaluator)
+            except ZcpError as exc:
+                raise ZcpError(f"checkpoint {run_dir / CHECKPOINT} is refused: {exc}") from None
             log = [line for line in _read_log(run_dir) if line["generation"] <= engine.generation]
         else:
             engine = Evolution(REGISTRY, types, config.gp, evaluator)
@@ -171,8 +178,8 @@ def _checkpoint(run_dir: Path, engine: Evolution, config: Config, pset_digest: s
     hof = [dict(entry) for entry in engine.hall_of_fame.entries()]
     atomic_write_text(run_dir / HOF, json.dumps({"status": "running", "generation": engine.generation,
                                                  "entries": hof}, indent=1) + "\n")
-    record = {"config_digest": config.digest(), "primitive_set": pset_digest, "engine": engine.state()}
-    atomic_write_text(run_dir / CHECKPOINT, json.dumps(record) + "\n")
+    write_checkpoint(run_dir / CHECKPOINT, {"config_digest": config.digest(), "primitive_set": pset_digest,
+                                            "engine": engine.state()})
 
 
 def _read_log(run_dir: Path) -> list[dict[str, Any]]:
@@ -211,14 +218,12 @@ def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool |
     """``zcp resume``: continue a campaign from its checkpoint, refusing a changed config or primitive set."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists():
-        raise ZcpError(f"{run_dir} has no {CHECKPOINT}: nothing to resume (start one with `zcp evolve`)")
+        if not (run_dir / CONFIG).exists():
+            raise ZcpError(f"{run_dir} has no {CHECKPOINT}: nothing to resume (start one with `zcp evolve`)")
+        # killed before generation 0 was saved: start over from the saved config (caches resume)
+        return run(load_config(run_dir / CONFIG), run_dir, paths, progress=progress)
+    state = read_checkpoint(run_dir / CHECKPOINT)
     config = load_config(run_dir / CONFIG)
-    try:
-        state = json.loads((run_dir / CHECKPOINT).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ZcpError(f"checkpoint {run_dir / CHECKPOINT} is unreadable ({exc})") from None
-    if not isinstance(state, dict) or "engine" not in state:
-        raise ZcpError(f"checkpoint {run_dir / CHECKPOINT} is not a zcp checkpoint")
     if state.get("config_digest") != config.digest():
         raise ZcpError(f"{run_dir / CONFIG} changed since the checkpoint was written: resume refuses a changed config")
     if state.get("primitive_set") != primitive_set_digest(campaign_terminals(config)):

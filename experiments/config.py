@@ -1,7 +1,8 @@
 """Campaign configuration: a TOML file with the sections below; an unknown key is an error naming it.
 
     [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'),
-                cost_weight (fitness minus this x passes per network; 0 = off), seed
+                cost_weight (fitness minus this x passes per network; 0 = off), seed,
+                time_limit (seconds one candidate may take; an overrun scores worst)
     [sample]    search_kind, search_n, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
     [cache]     batch_size, images, signal, terminals (empty = all), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
@@ -22,7 +23,7 @@ from typing import Any
 
 from evaluation.datasets import check_dataset
 from evaluation.errors import ZcpError
-from evaluation.fitness import COMBINE, MAX_COST_WEIGHT, METRICS
+from evaluation.fitness import COMBINE, MAX_COST_WEIGHT, METRICS, TIME_LIMIT
 from evaluation.spaces import get_space
 from gp.engine import GPConfig
 from primitives.expression import parse
@@ -38,6 +39,11 @@ class CampaignSection:
     combine: str = "min"
     cost_weight: float = 0.0
     seed: int = 0
+    time_limit: float = TIME_LIMIT
+
+    def __post_init__(self) -> None:
+        if not self.time_limit > 0:
+            raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit!r}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from gp.config import GPConfig
 from gp.halloffame import HallOfFame, canonical_form
 from gp.operators import Operators
 from gp.pset import build_pset, from_text, text_size
+from primitives.expression import parse
 from primitives.registry import Registry
 
 __all__ = ["Evolution", "GPConfig"]
@@ -116,16 +117,29 @@ class Evolution:
     @classmethod
     def from_state(cls, state: Mapping[str, Any], registry: Registry, terminal_types: Mapping[str, type],
                    config: GPConfig, evaluate: Evaluate) -> Evolution:
-        """The engine saved by :meth:`state`; its next :meth:`step` equals the uninterrupted run's."""
+        """The engine saved by :meth:`state`; its next :meth:`step` equals the uninterrupted run's.
+
+        Every expression of the population and the hall of fame is parsed against the primitive set
+        (never run); a malformed state is a ZcpError naming the problem."""
         engine = cls(registry, terminal_types, config, evaluate)
+        try:
+            engine._restore(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ZcpError(f"engine state is malformed ({type(exc).__name__}: {exc})") from None
+        return engine
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
         population, fitnesses = [str(t) for t in state["population"]], [float(f) for f in state["fitnesses"]]
         if len(population) != len(fitnesses) or not population:
             raise ZcpError("engine state: population and fitnesses differ in length or are empty")
         for text in population:
-            from_text(text, engine.pset)  # fails early, naming the problem, if the language changed
+            from_text(text, self.pset)  # fails early, naming the problem, if the language changed
+        memo = {str(k): float(v) for k, v in state["memo"].items()}
+        for text in memo.keys() - set(population):
+            parse(text, self.pset.registry, self.pset.terminal_types)  # text only, never run
+        if not all(map(math.isfinite, memo.values())) or any(memo.get(t) != f for t, f in zip(population, fitnesses)):
+            raise ZcpError("engine state: a fitness is not finite or differs from the memo")
         version, internal, gauss = state["random"]
-        engine._rng = (int(version), tuple(int(x) for x in internal), None if gauss is None else float(gauss))
-        engine.generation, engine.population, engine.fitnesses = int(state["generation"]), population, fitnesses
-        engine.memo = {str(k): float(v) for k, v in state["memo"].items()}
-        engine.hall_of_fame = HallOfFame.from_state(state["hall_of_fame"], config.hall_of_fame, engine._canonical)
-        return engine
+        self._rng = (int(version), tuple(int(x) for x in internal), None if gauss is None else float(gauss))
+        self.generation, self.population, self.fitnesses, self.memo = int(state["generation"]), population, fitnesses, memo
+        self.hall_of_fame = HallOfFame.from_state(state["hall_of_fame"], self.config.hall_of_fame, self._canonical)

@@ -61,10 +61,12 @@ class HallOfFame:
     @classmethod
     def from_state(cls, entries: Iterable[Mapping[str, Any]], capacity: int,
                    canonical: Callable[[str], str]) -> HallOfFame:
-        """The hall of fame saved by :meth:`state`."""
+        """The hall of fame saved by :meth:`state`; canonical forms are recomputed, so every expression
+        is parsed against the primitive set (ZcpError if one does not parse)."""
         hof = cls(capacity, canonical)
         for e in entries:
-            hof._entries[str(e["canonical"])] = {"expression": str(e["expression"]), "canonical": str(e["canonical"]),
-                                                 "fitness": float(e["fitness"]), "size": int(e["size"]),
-                                                 "generation": int(e["generation"])}
+            text = str(e["expression"])
+            form = canonical(text)
+            hof._entries[form] = {"expression": text, "canonical": form, "fitness": float(e["fitness"]),
+                                  "size": int(e["size"]), "generation": int(e["generation"])}
         return hof

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,12 +23,17 @@ from primitives.registry import SCALAR_TYPES, Primitive, Registry
 from primitives.types import BIG, NetScalar, Rows, Value, clamp_value, constant_value
 
 MAX_DEPTH = 200
+MAX_NODES = 10_000  # bounds the work and memory of one expression, whatever its text
 _TOKEN = re.compile(r"(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
                     r"|(?P<punct>[(),])|(?P<space>\s+)")
 
 
 class EvaluationError(ZcpError):
     """An expression could not be evaluated (a primitive raised or returned the wrong type)."""
+
+
+class TimeLimitExceeded(EvaluationError):
+    """An expression ran past its deadline (checked before every primitive call)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
 
 class _Parser:
     def __init__(self, tokens: list[tuple[str, str, int]], registry: Registry, terminals: Mapping[str, type]) -> None:
-        self.tokens, self.i = tokens, 0
+        self.tokens, self.i, self.nodes = tokens, 0, 0
         self.registry, self.terminals = registry, terminals
 
     def peek(self) -> tuple[str, str, int]:
@@ -159,6 +165,9 @@ class _Parser:
         kind, token, col = self.peek()
         if depth > MAX_DEPTH:
             raise ZcpError(f"expression nested deeper than {MAX_DEPTH} at column {col}")
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ZcpError(f"expression has more than {MAX_NODES} nodes at column {col}")
         self.i += 1
         if kind == "number":
             try:
@@ -199,18 +208,20 @@ class _Parser:
         return terminal(name, expected)
 
 
-def evaluate(node: Node, env: Mapping[str, Value], memo: dict[str, Value] | None = None) -> torch.Tensor:
+def evaluate(node: Node, env: Mapping[str, Value], memo: dict[str, Value] | None = None,
+             deadline: float | None = None) -> torch.Tensor:
     """The (N,) float64 scores of the networks in ``env`` (terminal name -> value of many networks).
 
     Terminal values are clamped into [-1e150, 1e150]. ``memo`` (subtree text -> value) may be kept
     across many expressions over the same ``env`` so shared subtrees are computed once; it must be
     emptied when ``env`` changes. NaN entries mean "undefined". A failing primitive, a missing
-    terminal or a wrong type raises EvaluationError.
+    terminal or a wrong type raises EvaluationError; passing ``deadline`` (a ``time.monotonic()``
+    value) raises TimeLimitExceeded when a primitive is about to start after it.
     """
     if node.type is not NetScalar:
         raise EvaluationError(f"the root of {_short(node.text)} is {node.type.__name__}, not NetScalar")
     n, device = _network_count(env)
-    out = _evaluate(node, env, {} if memo is None else memo, Rows.networks(n, device))
+    out = _evaluate(node, env, {} if memo is None else memo, Rows.networks(n, device), deadline)
     if out.data.shape != (n,):
         raise EvaluationError(f"{_short(node.text)} gave {tuple(out.data.shape)} scores for {n} networks")
     return out.data
@@ -223,7 +234,8 @@ def _network_count(env: Mapping[str, Value]) -> tuple[int, torch.device]:
     return (len(value.data) if isinstance(value, NetScalar) else value.rows.n), value.data.device
 
 
-def _evaluate(node: Node, env: Mapping[str, Value], memo: dict[str, Value], networks: Rows) -> Value:
+def _evaluate(node: Node, env: Mapping[str, Value], memo: dict[str, Value], networks: Rows,
+              deadline: float | None) -> Value:
     if node.value is not None:
         return constant_value(node.value, node.type, networks)
     if node.text in memo:
@@ -236,7 +248,9 @@ def _evaluate(node: Node, env: Mapping[str, Value], memo: dict[str, Value], netw
             raise EvaluationError(f"terminal {node.name!r} holds a {type(value).__name__}, not a {node.type.__name__}")
         value = clamp_value(value)
     else:
-        args = [_evaluate(c, env, memo, networks) for c in node.children]
+        args = [_evaluate(c, env, memo, networks, deadline) for c in node.children]
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeLimitExceeded(f"time limit exceeded before {node.name} in {_short(node.text)}")
         try:
             value = node.prim.fn(*args)
         except Exception as e:  # any failure of a primitive is this expression's failure

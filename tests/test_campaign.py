@@ -117,8 +117,8 @@ def test_failing_candidates_get_the_worst_fitness(monkeypatch):
     import evaluation.fitness as fit
 
     real = fit.evaluate
-    monkeypatch.setattr(fit, "evaluate", lambda node, env, memo=None: (_ for _ in ()).throw(RuntimeError("boom"))
-                        if node.text.startswith("n_neg") else real(node, env, memo))
+    monkeypatch.setattr(fit, "evaluate", lambda node, env, memo=None, deadline=None: (_ for _ in ()).throw(
+        RuntimeError("boom")) if node.text.startswith("n_neg") else real(node, env, memo, deadline))
     assert fitness(["params", "n_neg(params)", "nonsense(", "n_mul(0.0, params)"]) == pytest.approx([1.0, WORST, WORST, WORST])
     assert rank_correlation(np.array([1.0, np.nan, 2.0]), np.arange(3)) == WORST
     assert rank_correlation(np.array([3.0, 2.0, 1.0]), np.arange(3)) == -1.0  # anti-correlated: never flipped
