@@ -111,4 +111,14 @@ def test_no_code_path_turns_file_content_into_code():
     assert len(files) > 20
     findings = [f for p in files for f in _findings(p)]
     without_lines = [f"{f.split(':')[0]} {f.split(' ', 1)[1]}" for f in findings]
-    assert without_lines == ["evaluation/images.py defines unpickler _RestrictedUnpickler"], findings
+    assert sorted(without_lines) == sorted(ALLOWED), findings
+
+
+ALLOWED = [
+    "evaluation/images.py defines unpickler _RestrictedUnpickler",  # admits containers, bytes, numpy only
+    # the exporter's sympy child process: the parent pickles a sympy tree it built from a parsed
+    # expression and reads the child's answer from a pipe; no file is unpickled
+    "gp/export/simplify.py calls pickle.loads",
+    "gp/export/simplify.py calls pickle.load",
+    "gp/export/write.py calls compile",  # syntax check of generated source; compile() never runs it
+]

@@ -26,7 +26,7 @@ from experiments import campaign
 from experiments.checkpoint import read_checkpoint, write_checkpoint
 from experiments.cli import main
 from experiments.config import load_config
-from tests.test_campaign import TERMS, TINY
+from tests.campaigns import tiny_config
 from tests.test_cache import FAST
 
 SAMPLE = make_sample(get_space("tss"), "random", 6, 11)
@@ -104,9 +104,7 @@ def test_cache_killed_at_random_times_resumes_to_the_same_cache(reference_cache,
 # --------------------------------------------------------------------------------------- campaign
 
 def _config(tmp_path: Path, cache_dir: str) -> Path:
-    path = tmp_path / "c.toml"
-    path.write_text(TINY.format(terminals=TERMS, cache_dir=cache_dir, generations=GENERATIONS, backend="serial"))
-    return path
+    return tiny_config(tmp_path, cache_dir, generations=GENERATIONS)
 
 
 def _evolve_cmd(config: Path, out: Path) -> list[str]:
