@@ -55,10 +55,10 @@ class Evaluator:
         start_ray(self.workers, address)
         actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_Actor)
         self._deaths = WorkerDeaths("chunk of candidates")
-        # Kept alive here so a restarted actor can fetch it again; passed inside a list so that
-        # Ray hands the reference itself to the actor, which fetches the payload when it starts.
-        self._payload_ref = ray.put(payload)
-        self._actors = [actor.remote([self._payload_ref]) for _ in range(self.workers)]
+        # Every call carries the reference (inside a list, so Ray passes the reference, not the
+        # payload): an actor, also one Ray restarted, fetches the payload on its first call.
+        self._payload = [ray.put(payload)]
+        self._actors = [actor.remote() for _ in range(self.workers)]
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
         if not texts:
@@ -75,7 +75,7 @@ class Evaluator:
         import ray
 
         chunks = _chunks(texts, len(self._actors))
-        refs = [a.score.remote(c) for a, c in zip(self._actors, chunks)]
+        refs = [a.score.remote(self._payload, c) for a, c in zip(self._actors, chunks)]
         parts = []
         for i, (ref, chunk) in enumerate(zip(refs, chunks)):
             attempts = 1
@@ -85,7 +85,7 @@ class Evaluator:
                     break
                 except worker_faults() as exc:
                     self._deaths.retry(attempts, exc)
-                    ref = self._actors[(i + attempts) % len(self._actors)].score.remote(chunk)
+                    ref = self._actors[(i + attempts) % len(self._actors)].score.remote(self._payload, chunk)
                     attempts += 1
         return [f for part in parts for f in part]
 
@@ -99,12 +99,15 @@ class Evaluator:
 
 
 class _Actor:
-    def __init__(self, payload_ref: list) -> None:
-        import ray
+    def __init__(self) -> None:
         import torch
 
         torch.set_num_threads(1)
-        self.fitness = ray.get(payload_ref[0]).fitness()
+        self.fitness: Fitness | None = None
 
-    def score(self, texts: list[str]) -> list[float]:
+    def score(self, payload: list, texts: list[str]) -> list[float]:
+        if self.fitness is None:
+            import ray
+
+            self.fitness = ray.get(payload[0]).fitness()
         return self.fitness(texts)
