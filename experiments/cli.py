@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from evaluation.errors import ZcpError
-from experiments.commands import bench, cache, evolve
+from experiments.commands import bench, cache, evolve, proxies
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(groups)
     cache.register(groups)
     evolve.register(groups)
+    proxies.register(groups)
     return parser
 
 
