@@ -158,7 +158,9 @@ def plot_kendall(rows: list[Row], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     tau = np.array([r.values["kendall"] for r in rows])
-    err = np.array([[t - r.intervals["kendall"][0], r.intervals["kendall"][1] - t] for t, r in zip(tau, rows)]).T
+    # a percentile interval need not contain the estimate (small N, ties): draw what lies on each side
+    err = np.array([[max(t - r.intervals["kendall"][0], 0), max(r.intervals["kendall"][1] - t, 0)]
+                    for t, r in zip(tau, rows)]).T
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(rows) + 1), 3.8))
     ax.bar(range(len(rows)), tau, yerr=err, capsize=3)
     ax.set_xticks(range(len(rows)), [r.proxy for r in rows], rotation=60, ha="right")
