@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -181,7 +180,7 @@ def _collect(proxy: Proxy, sample: Sample, entries: Mapping[str, Any]) -> Scores
     seconds = np.array([r["seconds"] for r in rows], dtype=np.float64)
     indices = np.asarray(sample.indices, dtype=np.int64)
     if not proxy.components:
-        values = np.array([math.nan if r["value"] is None else r["value"] for r in rows], dtype=np.float64)
+        values = np.array([r["value"] for r in rows], dtype=np.float64)
         return Scores(proxy.name, indices, values, seconds)
     components = {k: np.array([r["components"][k] for r in rows], dtype=np.float64) for k in proxy.components}
     return Scores(proxy.name, indices, proxy.aggregate(components), seconds, components)

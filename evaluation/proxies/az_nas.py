@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from evaluation.errors import ZcpError
-from evaluation.proxies.base import blocks, init_weights, randn_like, register
+from evaluation.proxies.base import blocks, init_weights, nan, randn_like, register
 from evaluation.proxies.flops import count_flops
 
 COMPONENTS = ("expressivity", "progressivity", "trainability", "complexity")
@@ -91,6 +91,10 @@ def az_nas(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
     h = [_entropy(f) for f in feats]
     pairs = [_trainability(feats[i - 1], feats[i], gen) for i in range(len(feats) - 1, 0, -1)]
     pairs = [t for t in pairs if not np.isnan(t)]
-    return {"expressivity": sum(h), "progressivity": min(b - a for a, b in zip(h, h[1:])),
-            "trainability": float(np.mean(pairs)) if pairs else float("nan"),
-            "complexity": count_flops(model, images)}
+    result = {"expressivity": sum(h), "progressivity": min(b - a for a, b in zip(h, h[1:])),
+              "trainability": float(np.mean(pairs)) if pairs else float("nan"),
+              "complexity": count_flops(model, images)}
+    for name in (k for k, v in result.items() if np.isnan(v)):
+        nan(f"az_nas {name}", "a block's feature map is constant (zero spectrum, e.g. a cell cut off by 'none'"
+                              " edges) or no block pair is connected")
+    return result
