@@ -6,10 +6,12 @@ give the same numbers. Scores are cached in ``<cache_dir>/<proxy>-<key>.json``, 
 (proxy and its code, space, dataset, image source, batch size, seed, options) holding one entry per
 architecture index, so a re-run on the same or an overlapping sample computes only what is new. The
 file is rewritten atomically every few networks while scoring, so an interrupted run loses at most
-that much work.
+that much work; each write merges what is on disk under a file lock, so concurrent runs on parts of
+a sample (or overlapping samples) add up instead of overwriting each other.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -139,8 +141,14 @@ def _read_cache(path: Path, spec: ScoreSpec) -> dict[str, Any]:
     return record["scores"]
 
 
-def _write_cache(path: Path, spec: ScoreSpec, entries: Mapping[str, Any]) -> None:
-    atomic_write_text(path, json.dumps({"format": FORMAT, "spec": asdict(spec), "scores": entries}) + "\n")
+def _write_cache(path: Path, spec: ScoreSpec, entries: dict[str, Any]) -> None:
+    """Merge ``entries`` into the cache file under a lock, so concurrent runs (e.g. on two halves of a
+    sample) never drop each other's networks; ``entries`` gains what the others wrote."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries.update({k: v for k, v in _read_cache(path, spec).items() if k not in entries})
+        atomic_write_text(path, json.dumps({"format": FORMAT, "spec": asdict(spec), "scores": entries}) + "\n")
 
 
 def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.PathLike, *, batch_size: int = 64,

@@ -152,7 +152,7 @@ def test_synflow_of_a_bias_free_linear_chain_is_log_layers_times_flow():
     # Synaptic flow is conserved: each layer's sum of |W * dR/dW| equals R = 1^T |W2| relu(|W1| 1).
     torch.manual_seed(0)
     model = TwoLinear(bias=False)
-    r = (model.b.weight.abs() @ (model.a.weight.abs() @ torch.ones(4))).sum()
+    r = (model.b.weight.detach().abs() @ (model.a.weight.detach().abs() @ torch.ones(4))).sum()
     value = get_proxy("synflow").score(model, torch.zeros(5, 4))
     assert value == pytest.approx(math.log(2 * float(r)), rel=1e-6)
 

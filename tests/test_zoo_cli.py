@@ -166,3 +166,12 @@ def test_a_corrupt_score_cache_is_named(capsys, tmp_path, sample6, data_dir):
     cached.write_text(json.dumps({"format": "zcp-scores/1", "spec": {}, "scores": {}}))
     code, _, err = run(capsys, "score", "--proxy", "params", *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
     assert code == 2 and f"score cache {cached} was made for other settings" in err
+
+
+def test_a_cache_write_keeps_what_another_run_wrote_meanwhile(tmp_path):
+    spec = scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0)
+    path = tmp_path / "params.json"
+    scoring._write_cache(path, spec, {"1": {"value": 1.0, "seconds": 0.1}})  # another run's checkpoint
+    mine = {"2": {"value": 2.0, "seconds": 0.1}}
+    scoring._write_cache(path, spec, mine)
+    assert set(json.loads(path.read_text())["scores"]) == {"1", "2"} and set(mine) == {"1", "2"}

@@ -13,14 +13,14 @@ import torch
 import torch.nn as nn
 
 from evaluation.proxies.base import register
-from primitives.layers import Recorder
+from primitives.layers import LayerRecord, Recorder
 
 
 def count_flops(model: nn.Module, images: torch.Tensor) -> float:
     """Multiply-accumulates per sample of every Conv2d / Linear call (one forward of ``images[:1]``)."""
     total = 0.0
 
-    def on_layer(record, activation: torch.Tensor, output: torch.Tensor) -> None:
+    def on_layer(record: LayerRecord, activation: torch.Tensor, output: torch.Tensor) -> None:
         nonlocal total
         total += output[0].numel() * record.module.weight[0].numel()
 

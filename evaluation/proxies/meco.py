@@ -14,6 +14,8 @@ No labels. Cost: 1 forward of 1 sample. Train mode (BN over that sample's positi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -21,7 +23,7 @@ from evaluation.proxies.base import first_sample_rows, register
 from primitives.layers import corr, spectrum
 
 
-def per_module(model: nn.Module, images: torch.Tensor, reduce) -> float:
+def per_module(model: nn.Module, images: torch.Tensor, reduce: Callable[[torch.Tensor], float]) -> float:
     """Sum over every module call of ``reduce(rows)``, rows = its first output sample as (C, positions)."""
     total = 0.0
 
