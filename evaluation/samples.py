@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +124,17 @@ def make_sample(space: SearchSpace, kind: str, n: int, seed: int, split: str = "
     indices, notes = draw(pool, kind, n, seed, accuracy, bins)
     return Sample(space.name, dataset, split, split_seed, heldout_fraction, kind, n, seed, bins,
                   tuple(int(i) for i in indices), tuple(space.arch_str(int(i)) for i in indices), tuple(notes))
+
+
+def subsample(sample: Sample, n: int, seed: int) -> Sample:
+    """``n`` architectures drawn uniformly (``default_rng(seed)``) from ``sample``: nested samples for
+    measuring cheap and expensive proxies on the same networks."""
+    if not 1 <= n <= len(sample.indices):
+        raise ZcpError(f"a subsample needs 1..{len(sample.indices)} architectures, got {n}")
+    rows = np.sort(np.random.default_rng(seed).choice(len(sample.indices), n, replace=False))
+    note = f"uniform subset (seed {seed}) of a {sample.kind} sample of {len(sample.indices)} drawn with seed {sample.seed}"
+    return replace(sample, kind="random", n=n, seed=seed, indices=tuple(sample.indices[i] for i in rows),
+                   archs=tuple(sample.archs[i] for i in rows), notes=(*sample.notes, note))
 
 
 def write_sample(sample: Sample, path: str | os.PathLike) -> Path:

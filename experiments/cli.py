@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from evaluation.errors import ZcpError
-from experiments.commands import bench, cache, evolve, export
+from experiments.commands import bench, cache, evolve, export, proxies
 
 
 class Parser(argparse.ArgumentParser):
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.register(groups)
     evolve.register(groups)
     export.register(groups)
+    proxies.register(groups)
     return parser
 
 

@@ -19,7 +19,8 @@ are float64; only binary-code products are float32, which is exact up to 2^24 fe
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -77,6 +78,26 @@ class LayerRecord:
 
     module: nn.Module
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@contextmanager
+def preserved(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block that may change ``model`` and leave it as it was: its training flag, parameter and
+    buffer values (BN running statistics included), ``requires_grad`` flags and ``.grad`` tensors.
+
+    Values are restored in place, so a block must not change dtypes or replace modules (work on a
+    ``copy.deepcopy`` for that)."""
+    was_training = model.training
+    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    params = list(model.parameters())
+    grads = [(p, p.grad, p.requires_grad) for p in params]
+    try:
+        yield model
+    finally:
+        model.load_state_dict(saved)
+        for p, g, flag in grads:
+            p.grad, p.requires_grad = g, flag
+        model.train(was_training)
 
 
 LayerStats = Callable[[LayerRecord, torch.Tensor, torch.Tensor], None]

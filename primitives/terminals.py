@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from primitives.layers import (LAYER_TYPES, LayerRecord, Recorder, code_kernel, corr, corr_from_gram, gram,
-                               singular_values, spectrum)
+                               preserved, singular_values, spectrum)
 from primitives.types import Matrix, NetScalar, Rows, RowScalar, Vector
 
 SIGNALS = ("pseudo_ce", "logit_sum", "ce")
@@ -243,11 +243,8 @@ def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[st
     pseudo = torch.randint(0, 1 << 30, (images.shape[0],), generator=gen)
     circle_gen = torch.Generator().manual_seed(seed + 1)
 
-    was_training = model.training
-    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
-    grads = {p: p.grad for p in model.parameters()}
     out: dict[str, np.ndarray] = {}
-    try:
+    with preserved(model):
         model.train()
         for kind, prefix, x in (("real", "", images), ("noise", "noise_", noise)):
             wanted = {n[len(prefix):] for n in names if TERMINALS[n].pass_ == kind}
@@ -263,11 +260,6 @@ def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[st
             out["curvature"] = np.array([curvature(logits.cpu())])
         if "params" in names:
             out["params"] = np.array([float(sum(p.numel() for p in model.parameters()))])
-    finally:
-        model.load_state_dict(saved)
-        for p, g in grads.items():
-            p.grad = g
-        model.train(was_training)
     out.setdefault("layers", np.zeros(1, dtype=np.int64))
     return out
 

@@ -12,7 +12,7 @@ from evaluation import groundtruth, images
 from evaluation.check import check_params
 from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
-from evaluation.samples import KINDS, SPLITS, make_sample, write_sample
+from evaluation.samples import KINDS, SPLITS, make_sample, read_sample, subsample, write_sample
 from evaluation.spaces import SPACES, get_space
 from experiments.commands import paths_from, paths_options
 
@@ -45,6 +45,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     sample.add_argument("--split-seed", type=int, default=0)
     sample.add_argument("--heldout-fraction", type=float, default=0.5)
     sample.add_argument("--source", choices=groundtruth.SOURCES, default="auto")
+    sample.add_argument("--within", default=None, metavar="SAMPLE",
+                        help="draw --n uniformly from this sample file instead (nested samples)")
     sample.add_argument("--out", required=True)
     sample.set_defaults(run=run_sample)
 
@@ -97,6 +99,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_sample(args: argparse.Namespace) -> int:
     space = get_space(args.space)
+    if args.within is not None:
+        sample = subsample(read_sample(args.within, args.space), args.n, args.seed)
+        path = write_sample(sample, args.out)
+        print(f"wrote {len(sample.indices)} {args.space} architectures (uniform subset of {args.within}, seed {args.seed}) to {path}")
+        return 0
     accuracy = None
     if args.kind != "random":
         if args.dataset is None:

@@ -1,0 +1,145 @@
+"""The proxy contract, the registry decorator, and helpers several proxies share.
+
+A proxy is a function ``fn(model, images, labels, gen, **options)`` registered with
+:func:`register`. It may change the model freely except its dtype and modules (the caller restores
+weights, buffers, gradients and mode with ``primitives.layers.preserved``), draws every random
+number from ``gen`` (a ``torch.Generator`` seeded by the run's seed), and returns a float, or, for a
+set-level proxy, a dict of component floats that ``aggregate`` turns into scores over a set of
+networks. NaN is returned only together with a logged warning saying why.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from evaluation.errors import ZcpError
+from primitives.layers import LAYER_TYPES, preserved
+
+log = logging.getLogger("zcp.proxies")
+
+ProxyFn = Callable[..., "float | dict[str, float]"]
+Aggregate = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A registered proxy: its function, whether it needs labels, and (set-level only) its aggregation."""
+
+    name: str
+    fn: ProxyFn
+    needs_labels: bool
+    doc: str
+    components: tuple[str, ...] = ()
+    aggregate: Aggregate | None = None
+
+    def score(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0,
+              **options: object) -> float | dict[str, float]:
+        """Score one network in train mode; the model is left exactly as it was."""
+        if self.needs_labels and not has_labels(labels):
+            raise ZcpError(f"proxy {self.name} needs labels, but the batch has none (use real images, not noise)")
+        gen = torch.Generator().manual_seed(seed)
+        with preserved(model):
+            model.train()
+            result = self.fn(model, images, labels, gen, **options)
+        if self.components:
+            return {k: float(result[k]) for k in self.components}
+        return float(result)
+
+
+PROXIES: dict[str, Proxy] = {}
+
+
+def register(name: str, *, labels: bool, components: tuple[str, ...] = (),
+             aggregate: Aggregate | None = None) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator: add ``fn`` to the zoo under ``name`` (its module docstring is the proxy's doc)."""
+
+    def wrap(fn: ProxyFn) -> ProxyFn:
+        if name in PROXIES:
+            raise ValueError(f"proxy {name!r} registered twice")
+        PROXIES[name] = Proxy(name, fn, labels, sys.modules[fn.__module__].__doc__ or "", components, aggregate)
+        return fn
+
+    return wrap
+
+
+def proxy_names() -> list[str]:
+    return sorted(PROXIES)
+
+
+def get_proxy(name: str) -> Proxy:
+    try:
+        return PROXIES[name]
+    except KeyError:
+        raise ZcpError(f"unknown proxy {name!r}; known: {', '.join(proxy_names())}") from None
+
+
+def has_labels(labels: torch.Tensor | None) -> bool:
+    """True if at least one label is a real class (-1 marks images outside the dataset's classes)."""
+    return labels is not None and bool((labels >= 0).any())
+
+
+def nan(proxy: str, reason: str) -> float:
+    """NaN, with the reason logged (the only way a proxy may return NaN)."""
+    log.warning("%s: NaN because %s", proxy, reason)
+    return math.nan
+
+
+def layers(model: nn.Module) -> list[nn.Module]:
+    """The model's Conv2d / Linear modules (the project's layers), in registration order."""
+    return [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled samples (label -1 is ignored)."""
+    return F.cross_entropy(logits, labels.to(logits.device), ignore_index=-1)
+
+
+def zero_grads(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.grad = None
+
+
+def init_weights(model: nn.Module, gen: torch.Generator, kind: str) -> None:
+    """Re-initialise in place: Conv2d / Linear weights ~ N(0, 1) (``kind='gaussian'``, ZenNAS style)
+    or Kaiming-normal fan-in for ReLU (``kind='kaiming'``, AZ-NAS); their biases 0; norm layers'
+    affine weight 1, bias 0."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LAYER_TYPES):
+                std = 1.0 if kind == "gaussian" else math.sqrt(2.0 / (m.weight[0].numel()))
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and m.weight is not None:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+
+
+def randn_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+
+
+def first_sample_rows(output: object) -> torch.Tensor | None:
+    """The first sample of a module's output as a (channels, positions) matrix; None if not a tensor.
+
+    A vector output of k values becomes a (k, 1) matrix (as MeCo's ``reshape(C, -1)`` does)."""
+    if not isinstance(output, torch.Tensor) or output.dim() < 2 or not output.is_floating_point():
+        return None
+    first = output[0].detach()
+    return first.reshape(first.shape[0], -1) if first.dim() else None
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's blocks in order: ``[stem, *cells]`` for NATS-style networks (what AZ-NAS's
+    ``extract_cell_features`` and WRCor's layer weights use), else the model's direct children."""
+    if isinstance(getattr(model, "stem", None), nn.Module) and isinstance(getattr(model, "cells", None), nn.Sequential):
+        return [model.stem, *model.cells]
+    return list(model.children())

@@ -1,0 +1,67 @@
+"""SWAP: the number of distinct sample-wise activation patterns, averaged over re-initialisations.
+
+Paper: Peng et al., "SWAP-NAS: Sample-Wise Activation Patterns for Ultra-fast NAS", ICLR 2024
+(official code pym1024/SWAP ``src/metrics/swap.py``, a DARTS demo only). No published NATS-TSS
+CIFAR-10 number was found (the abstract reports regularised SWAP rho 0.90 on NB201 CIFAR-100).
+
+Formula, per repeat: re-initialise (Conv2d / Linear weights ~ N(0, 1), biases 0, norm layers 1 / 0);
+forward the first ``samples=16`` images (official default); the outputs of every ``nn.ReLU`` call
+whose input is 4-D, flattened per sample and concatenated, give A (N x V); SWAP = the number of
+distinct columns of sign(A), i.e. of distinct per-neuron patterns across the N samples. Averaged
+over ``repeats=32`` (official default). The optional parameter regulariser (off by default in the
+code) is not applied. The NB201 batch size and repeats of the paper are not public.
+No labels. Cost: ``repeats`` forwards of ``samples`` images. Train mode, no gradients.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from evaluation.errors import ZcpError
+from evaluation.proxies.base import init_weights, register
+from primitives.layers import ACTIVATION_TYPES
+
+
+def pattern_keys(code: torch.Tensor) -> torch.Tensor:
+    """Each column of an (N x V) binary code packed into one integer (bit n = sample n; N <= 62)."""
+    keys = torch.zeros(code.shape[1], dtype=torch.int64, device=code.device)
+    for row in code:
+        keys = keys * 2 + row
+    return keys
+
+
+def distinct(keys: list[torch.Tensor], samples: int) -> int:
+    """Number of distinct values among all keys (a histogram when 2^samples is small, else unique)."""
+    keys = torch.cat(keys)
+    if samples <= 20:
+        return int((torch.bincount(keys, minlength=1 << samples) > 0).sum())
+    return int(torch.unique(keys).numel())
+
+
+@register("swap", labels=False)
+def swap(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator,
+         samples: int = 16, repeats: int = 32) -> float:
+    x = images[:samples]
+    if x.shape[0] > 62:
+        raise ZcpError(f"SWAP packs each neuron's pattern into 62 bits: use at most 62 samples, not {x.shape[0]}")
+    codes: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if inputs[0].dim() == 4:
+            codes.append(pattern_keys(output.reshape(output.shape[0], -1) > 0))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ACTIVATION_TYPES)]
+    total = 0
+    try:
+        with torch.no_grad():
+            for _ in range(repeats):
+                init_weights(model, gen, "gaussian")
+                codes.clear()
+                model(x)
+                if not codes:
+                    raise ZcpError("SWAP needs nn.ReLU modules acting on 4-D feature maps; the model has none")
+                total += distinct(codes, x.shape[0])
+    finally:
+        for h in handles:
+            h.remove()
+    return total / repeats

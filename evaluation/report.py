@@ -1,0 +1,172 @@
+"""Comparison of proxies against ground truth: rank correlations, top-10% precision, bootstrap CIs, plots.
+
+Non-finite scores (a proxy's NaN or infinity) rank below every finite score, as the GP's fitness
+treats them; Pearson's r, which needs values, uses the finite scores only. Confidence intervals are
+percentile bootstrap intervals over networks (resampled with ``default_rng(seed)``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from evaluation.atomic import atomic_write_bytes, atomic_write_text
+
+METRICS = ("kendall", "spearman", "pearson", "top10")
+# Published NATS-TSS CIFAR-10 values (docs/proxies.md): (metric, value, source).
+PUBLISHED = {
+    "params": ("kendall", 0.57, "ZiCo T3"), "flops": ("kendall", 0.54, "ZiCo T1"),
+    "synflow": ("kendall", 0.54, "ZiCo T3"), "naswot": ("kendall", 0.58, "ZiCo T3"),
+    "zico": ("kendall", 0.61, "ZiCo T3"), "snip": ("kendall", 0.46, "ZiCo T3"),
+    "grad_norm": ("kendall", 0.46, "ZiCo T3"), "grasp": ("kendall", 0.37, "ZiCo T1"),
+    "fisher": ("kendall", 0.40, "ZiCo T1"), "zen": ("kendall", 0.29, "ZiCo T1"),
+    "jacov": ("spearman", 0.731, "Abdelfattah T1, |rho|"), "meco": ("spearman", 0.894, "MeCo T1"),
+    "dextr": ("spearman", 0.90, "Dextr T1"), "wrcor": ("spearman", 0.812, "WRCor T2"),
+    "az_nas": ("kendall", 0.741, "AZ-NAS T1"), "az_nas.expressivity": ("kendall", 0.569, "AZ-NAS T1"),
+    "az_nas.progressivity": ("kendall", 0.521, "AZ-NAS T1"), "az_nas.trainability": ("kendall", 0.349, "AZ-NAS T1"),
+    "az_nas.complexity": ("kendall", 0.578, "AZ-NAS T1"),
+}
+
+
+def _worst_last(scores: np.ndarray) -> np.ndarray:
+    """Scores with every non-finite value replaced by one below the smallest finite value."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    low = scores[finite].min() - 1.0 if finite.any() else 0.0
+    return np.where(finite, scores, low)
+
+
+def top_precision(scores: np.ndarray, truth: np.ndarray, share: float = 0.1) -> float:
+    """Share of the true top ``share`` of networks that the proxy also puts in its top ``share``."""
+    k = max(1, math.ceil(share * len(truth)))
+    best = set(np.argsort(-truth, kind="stable")[:k])
+    picked = set(np.argsort(-scores, kind="stable")[:k])
+    return len(best & picked) / k
+
+
+def metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Kendall tau-b, Spearman rho, Pearson r (finite scores) and top-10% precision."""
+    ranked = _worst_last(scores)
+    finite = np.isfinite(scores)
+    constant = np.ptp(ranked) == 0
+    pearson = (float(stats.pearsonr(scores[finite], truth[finite])[0])
+               if finite.sum() > 2 and np.ptp(scores[finite]) > 0 else math.nan)
+    return {"kendall": math.nan if constant else float(stats.kendalltau(ranked, truth)[0]),
+            "spearman": math.nan if constant else float(stats.spearmanr(ranked, truth)[0]),
+            "pearson": pearson, "top10": top_precision(ranked, truth)}
+
+
+def bootstrap(scores: np.ndarray, truth: np.ndarray, reps: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile bootstrap interval of each metric, resampling networks with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = {m: [] for m in METRICS}
+    for _ in range(reps):
+        rows = rng.integers(0, len(truth), len(truth))
+        for m, v in metrics(scores[rows], truth[rows]).items():
+            draws[m].append(v)
+    return {m: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) if not np.all(np.isnan(v))
+            else (math.nan, math.nan) for m, v in draws.items()}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One proxy's line of the comparison."""
+
+    proxy: str
+    n: int
+    non_finite: int
+    values: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    seconds: float
+
+
+def evaluate(proxy: str, scores: np.ndarray, truth: np.ndarray, seconds: float, reps: int = 1000, seed: int = 0) -> Row:
+    scores = np.asarray(scores, dtype=np.float64)
+    return Row(proxy, len(scores), int((~np.isfinite(scores)).sum()), metrics(scores, truth),
+               bootstrap(scores, truth, reps, seed), seconds)
+
+
+def _published(proxy: str) -> str:
+    if proxy not in PUBLISHED:
+        return ""
+    metric, value, source = PUBLISHED[proxy]
+    return f"{metric} {value:.3f} ({source})"
+
+
+def write_csv(rows: list[Row], path: str | os.PathLike) -> Path:
+    head = ["proxy", "n", "non_finite"] + [f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")]
+    lines = [",".join(head + ["seconds_per_network", "published"])]
+    for r in rows:
+        cells = [r.proxy, str(r.n), str(r.non_finite)]
+        for m in METRICS:
+            cells += [f"{r.values[m]:.4f}", f"{r.intervals[m][0]:.4f}", f"{r.intervals[m][1]:.4f}"]
+        lines.append(",".join(cells + [f"{r.seconds:.4f}", _published(r.proxy)]))
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_markdown(rows: list[Row], path: str | os.PathLike, title: str) -> Path:
+    def cell(r: Row, m: str) -> str:
+        lo, hi = r.intervals[m]
+        return f"{r.values[m]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    lines = [f"# {title}", "",
+             "Values with bootstrap 95% intervals. Non-finite scores rank last (Pearson: finite scores only).", "",
+             "| proxy | N | non-finite | Kendall tau | Spearman rho | Pearson r | top-10% precision | s/network | published |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.proxy} | {r.n} | {r.non_finite} | " + " | ".join(cell(r, m) for m in METRICS)
+                     + f" | {r.seconds:.3f} | {_published(r.proxy)} |")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _save(fig: object, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_scatter(proxy: str, scores: np.ndarray, truth: np.ndarray, kendall: float, path: Path) -> Path:
+    """Proxy score against true accuracy (non-finite scores left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = np.isfinite(scores)
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.scatter(scores[finite], truth[finite], s=6, alpha=0.5)
+    ax.set_xlabel(f"{proxy} score")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{proxy}: Kendall tau {kendall:.3f} (N={finite.sum()})")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_kendall(rows: list[Row], path: Path) -> Path:
+    """Bar chart of Kendall tau per proxy with its bootstrap 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tau = np.array([r.values["kendall"] for r in rows])
+    # a percentile interval need not contain the estimate (small N, ties): draw what lies on each side
+    err = np.array([[max(t - r.intervals["kendall"][0], 0), max(r.intervals["kendall"][1] - t, 0)]
+                    for t, r in zip(tau, rows)]).T
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(rows) + 1), 3.8))
+    ax.bar(range(len(rows)), tau, yerr=err, capsize=3)
+    ax.set_xticks(range(len(rows)), [r.proxy for r in rows], rotation=60, ha="right")
+    ax.set_ylabel("Kendall tau (95% CI)")
+    ax.axhline(0, color="black", linewidth=0.5)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,194 @@
+"""Score every network of a sample with one proxy (zoo name or exported ``.py`` file), with a score cache.
+
+Each network is built after ``torch.manual_seed(seed)`` (as the terminal cache does), so its score
+depends on (proxy, network, data, seed, options) only, never on order or worker; serial and Ray runs
+give the same numbers. Scores are cached in ``<cache_dir>/<proxy>-<key>.json``, one file per
+(proxy and its code, space, dataset, image source, batch size, seed, options) holding one entry per
+architecture index, so a re-run on the same or an overlapping sample computes only what is new. The
+file is rewritten atomically every few networks while scoring, so an interrupted run loses at most
+that much work; each write merges what is on disk under a file lock, so concurrent runs on parts of
+a sample (or overlapping samples) add up instead of overwriting each other.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from evaluation.atomic import atomic_write_text
+from evaluation.errors import ZcpError
+from evaluation.images import load_batch
+from evaluation.parallel import run_tasks
+from evaluation.proxies import Proxy, get_proxy
+from evaluation.proxies.base import has_labels
+from evaluation.samples import Sample
+from evaluation.spaces import get_space
+
+CODE_VERSION = "zoo-1"  # bump whenever a zoo proxy's definition changes
+FORMAT = "zcp-scores/1"
+CHECKPOINT_EVERY = 20  # networks between cache rewrites
+
+
+def load_proxy_file(path: str | os.PathLike) -> Callable[..., float]:
+    """The ``score(model, inputs, **options)`` function of an exported proxy file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZcpError(f"proxy file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"zcp_proxy_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # user code: any failure is a bad input file
+        raise ZcpError(f"cannot load proxy file {path}: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, "score", None)
+    if not callable(fn):
+        raise ZcpError(f"proxy file {path} defines no score(model, inputs, **options) function")
+    return fn
+
+
+def _is_file(ref: str) -> bool:
+    return ref.endswith(".py") or os.sep in ref
+
+
+def resolve(ref: str) -> tuple[Proxy, str]:
+    """The proxy named ``ref`` (zoo name or path of a ``.py`` file) and its identity for the cache."""
+    if not _is_file(ref):
+        return get_proxy(ref), f"{ref}@{CODE_VERSION}"
+    fn = load_proxy_file(ref)
+    digest = hashlib.sha256(Path(ref).read_bytes()).hexdigest()[:16]
+
+    def call(model: torch.nn.Module, images: torch.Tensor, labels: Any, gen: torch.Generator, **options: Any) -> float:
+        return fn(model, images, **options)
+
+    return Proxy(Path(ref).stem, call, False, fn.__doc__ or ""), f"file:{digest}"
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """Everything that determines a score besides the network."""
+
+    proxy: str
+    space: str
+    dataset: str
+    image_source: str
+    batch_size: int
+    seed: int
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Scores:
+    """Scores of one proxy on a sample, in sample order (components only for set-level proxies)."""
+
+    proxy: str
+    indices: np.ndarray
+    values: np.ndarray
+    seconds: np.ndarray
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Job:
+    ref: str
+    space: str
+    dataset: str
+    seed: int
+    options: tuple[tuple[str, Any], ...]
+
+
+_RESOLVED: dict[str, Proxy] = {}
+
+
+def _score_one(index: int, shared: tuple[_Job, torch.Tensor, torch.Tensor | None]) -> dict[str, Any]:
+    job, images, labels = shared
+    if job.ref not in _RESOLVED:
+        _RESOLVED[job.ref] = resolve(job.ref)[0]
+    proxy = _RESOLVED[job.ref]
+    torch.manual_seed(job.seed)
+    model = get_space(job.space).build(index, job.dataset)
+    start = time.perf_counter()
+    result = proxy.score(model, images, labels, seed=job.seed, **dict(job.options))
+    seconds = time.perf_counter() - start
+    if isinstance(result, dict):
+        return {"components": result, "seconds": seconds}
+    return {"value": result, "seconds": seconds}
+
+
+def _read_cache(path: Path, spec: ScoreSpec) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZcpError(f"score cache {path} is unreadable ({exc}); delete it") from None
+    if record.get("format") != FORMAT or record.get("spec") != json.loads(json.dumps(asdict(spec))):
+        raise ZcpError(f"score cache {path} was made for other settings; delete it")
+    return record["scores"]
+
+
+def _write_cache(path: Path, spec: ScoreSpec, entries: dict[str, Any]) -> None:
+    """Merge ``entries`` into the cache file under a lock, so concurrent runs (e.g. on two halves of a
+    sample) never drop each other's networks; ``entries`` gains what the others wrote."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries.update({k: v for k, v in _read_cache(path, spec).items() if k not in entries})
+        atomic_write_text(path, json.dumps({"format": FORMAT, "spec": asdict(spec), "scores": entries}) + "\n")
+
+
+def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.PathLike, *, batch_size: int = 64,
+                 seed: int = 0, image_source: str = "auto", options: Mapping[str, Any] | None = None,
+                 backend: str = "serial", workers: int | None = None, address: str | None = None,
+                 paths: Any = None, progress: bool | None = None) -> Scores:
+    """Scores of proxy ``ref`` on every network of ``sample`` (cached; see the module docstring)."""
+    proxy, identity = resolve(ref)
+    batch = load_batch(dataset, batch_size, seed, image_source, paths)
+    labels = batch.labels if batch.source != "gaussian" and has_labels(batch.labels) else None
+    if proxy.needs_labels and labels is None:
+        raise ZcpError(f"proxy {proxy.name} needs labels, but {batch.source} images of {dataset} have none")
+    opts = tuple(sorted((options or {}).items()))
+    spec = ScoreSpec(identity, sample.space, dataset, batch.source, batch_size, seed, opts)
+    path = Path(cache_dir) / f"{proxy.name}-{spec.key()}.json"
+    entries = _read_cache(path, spec)
+    todo = [i for i in sample.indices if str(i) not in entries]
+    job = _Job(ref if _is_file(ref) else proxy.name, sample.space, dataset, seed, opts)
+    show = sys.stderr.isatty() if progress is None else progress
+    last = time.monotonic()
+    try:
+        results = run_tasks(_score_one, todo, (job, batch.images, labels), backend, workers, address)
+        for n, (index, entry) in enumerate(tqdm(results, total=len(todo), disable=not show, desc=proxy.name,
+                                                unit="net"), 1):
+            entries[str(index)] = entry
+            if n % CHECKPOINT_EVERY == 0 or time.monotonic() - last > 60:
+                _write_cache(path, spec, entries)
+                last = time.monotonic()
+    finally:
+        if todo:
+            _write_cache(path, spec, entries)
+    return _collect(proxy, sample, entries)
+
+
+def _collect(proxy: Proxy, sample: Sample, entries: Mapping[str, Any]) -> Scores:
+    rows = [entries[str(i)] for i in sample.indices]
+    seconds = np.array([r["seconds"] for r in rows], dtype=np.float64)
+    indices = np.asarray(sample.indices, dtype=np.int64)
+    if not proxy.components:
+        values = np.array([r["value"] for r in rows], dtype=np.float64)
+        return Scores(proxy.name, indices, values, seconds)
+    components = {k: np.array([r["components"][k] for r in rows], dtype=np.float64) for k in proxy.components}
+    return Scores(proxy.name, indices, proxy.aggregate(components), seconds, components)

@@ -1,0 +1,154 @@
+"""``zcp score``, ``zcp compare``, ``zcp search``: hand-designed or exported proxies on a benchmark."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.atomic import atomic_write_text
+from evaluation.datasets import DATASETS
+from evaluation.errors import ZcpError
+from evaluation.images import SOURCES as IMAGE_SOURCES
+from evaluation.parallel import BACKENDS
+from evaluation.proxies import proxy_names
+from evaluation.groundtruth import load_ground_truth
+from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, write_markdown
+from evaluation.samples import make_sample, read_sample
+from evaluation.scoring import Scores, score_sample
+from evaluation.spaces import SPACES, get_space
+from experiments.commands import paths_from, paths_options
+
+DEFAULT_SCORE_CACHE = "runs/scores"
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as JSON where they parse (numbers, booleans), else text."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ZcpError(f"--option {item!r} must read KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _common(with_sample: bool = True) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, parents=[paths_options()])
+    parent.add_argument("--space", choices=SPACES, required=True)
+    parent.add_argument("--dataset", choices=DATASETS, required=True)
+    if with_sample:
+        parent.add_argument("--sample", required=True, help="sample file (zcp bench sample)")
+    parent.add_argument("--batch-size", type=int, default=64)
+    parent.add_argument("--seed", type=int, default=0, help="network initialisation, image choice, proxy randomness")
+    parent.add_argument("--images", choices=IMAGE_SOURCES, default="auto", help="image source (gaussian: no labels)")
+    parent.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="proxy option, e.g. splits=2 (repeatable)")
+    parent.add_argument("--backend", choices=BACKENDS, default="ray")
+    parent.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
+    parent.add_argument("--address", default=None, help="join an existing Ray cluster")
+    parent.add_argument("--score-cache", default=DEFAULT_SCORE_CACHE, help="folder of cached scores")
+    return parent
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    score = groups.add_parser("score", parents=[_common()], help="score a sample with one proxy")
+    score.add_argument("--proxy", required=True, help=f"zoo name ({', '.join(proxy_names())}) or exported .py file")
+    score.add_argument("--out", required=True, help="CSV: index, arch, score, seconds")
+    score.set_defaults(run=run_score)
+
+    compare = groups.add_parser("compare", parents=[_common()], help="compare proxies against the ground truth")
+    compare.add_argument("--proxies", required=True, help="comma-separated zoo names or .py files; 'all' = the zoo")
+    compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    compare.add_argument("--out", required=True, help="folder for results.csv, results.md and plots")
+    compare.set_defaults(run=run_compare)
+
+    search = groups.add_parser("search", parents=[_common(with_sample=False)],
+                               help="zero-shot NAS: pick the proxy's best of random pools")
+    search.add_argument("--proxy", required=True, help="zoo name or exported .py file")
+    search.add_argument("--pool", type=int, default=1000, help="architectures per trial")
+    search.add_argument("--trials", type=int, default=5)
+    search.set_defaults(run=run_search)
+
+
+def _score_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(batch_size=args.batch_size, seed=args.seed, image_source=args.images, options=_options(args.option),
+                backend=args.backend, workers=args.workers, address=args.address, paths=paths_from(args))
+
+
+def run_score(args: argparse.Namespace) -> int:
+    sample = read_sample(args.sample, args.space)
+    scores = score_sample(args.proxy, sample, args.dataset, args.score_cache, **_score_kwargs(args))
+    space = get_space(args.space)
+    names = list(scores.components)
+    lines = [",".join(["index", "arch", "score", *names, "seconds"])]
+    for row, index in enumerate(scores.indices):
+        values = [scores.values[row], *(scores.components[n][row] for n in names), scores.seconds[row]]
+        lines.append(f"{index},{space.arch_str(int(index))}," + ",".join(repr(float(v)) for v in values))
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    print(f"{scores.proxy}: scored {len(scores.indices)} {args.space} networks "
+          f"({np.isnan(scores.values).sum()} NaN, {np.mean(scores.seconds):.3f} s/network) -> {Path(args.out)}")
+    return 0
+
+
+def _expand(proxies: str) -> list[str]:
+    refs = []
+    for item in filter(None, (p.strip() for p in proxies.split(","))):
+        refs.extend(proxy_names() if item == "all" else [item])
+    if not refs:
+        raise ZcpError("--proxies names no proxy")
+    return list(dict.fromkeys(refs))
+
+
+def _rows_of(scores: Scores) -> list[tuple[str, np.ndarray]]:
+    """The proxy's scores, then (set-level proxies) each component's."""
+    return [(scores.proxy, scores.values)] + [(f"{scores.proxy}.{k}", v) for k, v in scores.components.items()]
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    sample = read_sample(args.sample, args.space)
+    refs = _expand(args.proxies)
+    truth = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset][list(sample.indices)]
+    if np.isnan(truth).any():
+        raise ZcpError(f"the ground truth lacks {args.dataset} accuracy for {int(np.isnan(truth).sum())} networks of the sample")
+    out = Path(args.out)
+    rows = []
+    for ref in refs:
+        scores = score_sample(ref, sample, args.dataset, args.score_cache, **_score_kwargs(args))
+        for name, values in _rows_of(scores):
+            row = evaluate(name, values, truth, float(np.mean(scores.seconds)), args.bootstrap, args.seed)
+            rows.append(row)
+            plot_scatter(name, values, truth, row.values["kendall"], out / "scatter" / f"{name}.png")
+    write_csv(rows, out / "results.csv")
+    title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({sample.kind} sample, seed {sample.seed}), "
+             f"batch {args.batch_size}, seed {args.seed}")
+    write_markdown(rows, out / "results.md", title)
+    plot_kendall(rows, out / "kendall.png")
+    print((out / "results.md").read_text(), end="")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    space = get_space(args.space)
+    if args.trials < 1:
+        raise ZcpError(f"--trials must be >= 1, got {args.trials}")
+    accuracy = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset]
+    picked, best = [], []
+    for trial in range(args.trials):
+        pool = make_sample(space, "random", args.pool, args.seed + trial, split="all")
+        scores = score_sample(args.proxy, pool, args.dataset, args.score_cache, **_score_kwargs(args))
+        values = np.where(np.isfinite(scores.values), scores.values, -np.inf)
+        acc = accuracy[scores.indices]
+        picked.append(acc[int(np.argmax(values))])
+        best.append(np.nanmax(acc))
+        print(f"trial {trial}: picked index {scores.indices[int(np.argmax(values))]} with {picked[-1]:.2f}% "
+              f"(pool best {best[-1]:.2f}%)")
+    print(f"{scores.proxy} on {args.space}/{args.dataset}, {args.trials} trials of {args.pool} random networks: "
+          f"picked {np.mean(picked):.2f} +- {np.std(picked):.2f}%, pool best {np.mean(best):.2f} +- {np.std(best):.2f}%, "
+          f"space best {np.nanmax(accuracy):.2f}%")
+    return 0

@@ -1,0 +1,50 @@
+"""Comparison metrics against hand-computed values; nested samples."""
+import math
+
+import numpy as np
+import pytest
+
+from evaluation.errors import ZcpError
+from evaluation.report import bootstrap, metrics, top_precision
+from evaluation.samples import make_sample, subsample
+from evaluation.spaces import get_space
+
+
+def test_top_precision_counts_the_shared_top_tenth():
+    truth = np.arange(20, dtype=float)  # true top 2: rows 19 and 18
+    scores = np.zeros(20)
+    scores[[19, 3]] = [5.0, 4.0]  # the proxy's top 2: rows 19 and 3
+    assert top_precision(scores, truth) == 0.5
+
+
+def test_non_finite_scores_rank_last_and_pearson_uses_the_finite_ones():
+    truth = np.array([1.0, 2.0, 3.0, 4.0])
+    m = metrics(np.array([np.nan, 2.0, 3.0, 4.0]), truth)
+    assert m["kendall"] == pytest.approx(1.0) and m["spearman"] == pytest.approx(1.0)
+    assert m["pearson"] == pytest.approx(1.0)
+    m = metrics(np.array([np.inf, 2.0, 3.0, 4.0]), truth)  # +inf is not "best": it is broken
+    assert m["kendall"] == pytest.approx(1.0)
+
+
+def test_constant_scores_have_no_rank_correlation():
+    m = metrics(np.ones(5), np.arange(5.0))
+    assert math.isnan(m["kendall"]) and math.isnan(m["pearson"])
+
+
+def test_bootstrap_interval_brackets_a_strong_correlation():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=300)
+    scores = truth + 0.5 * rng.normal(size=300)
+    lo, hi = bootstrap(scores, truth, reps=200)["kendall"]
+    assert lo < metrics(scores, truth)["kendall"] < hi and hi - lo < 0.2
+    assert bootstrap(scores, truth, reps=50, seed=1) == bootstrap(scores, truth, reps=50, seed=1)
+
+
+def test_subsample_is_nested_and_says_how_it_was_drawn():
+    big = make_sample(get_space("tss"), "random", 50, 0, split="all")
+    small = subsample(big, 10, 3)
+    assert set(small.indices) <= set(big.indices) and len(small.indices) == 10
+    assert small.archs == tuple(get_space("tss").arch_str(i) for i in small.indices)
+    assert "uniform subset (seed 3) of a random sample of 50" in small.notes[-1]
+    with pytest.raises(ZcpError, match="1..50 architectures"):
+        subsample(big, 51, 0)

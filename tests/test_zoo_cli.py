@@ -1,0 +1,177 @@
+"""``zcp score`` / ``compare`` / ``search`` end to end on 6 networks with a tiny batch, the score cache,
+and the one-line errors for bad input."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import evaluation.scoring as scoring
+from evaluation.samples import make_sample, read_sample, write_sample
+from evaluation.spaces import get_space
+from experiments.cli import main
+
+PROXY_FILE = '''
+import torch
+
+def score(model, inputs, **options):
+    """Sum of the logits of the first input (an exported-style proxy)."""
+    with torch.no_grad():
+        return float(model(inputs[:1]).sum()) * options.get("scale", 1.0)
+'''
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def sample6(tmp_path):
+    path = tmp_path / "six.json"
+    write_sample(make_sample(get_space("tss"), "random", 6, 0, split="all"), path)
+    return path
+
+
+def _common(sample, tmp_path, *extra):
+    return ["--space", "tss", "--dataset", "cifar10", "--sample", str(sample), "--batch-size", "8",
+            "--backend", "serial", "--score-cache", str(tmp_path / "scores"), *extra]
+
+
+def test_score_writes_one_row_per_network_and_reuses_the_cache(capsys, tmp_path, sample6, data_dir, monkeypatch):
+    out = tmp_path / "naswot.csv"
+    code, stdout, err = run(capsys, "score", "--proxy", "naswot", *_common(sample6, tmp_path, "--out", str(out)))
+    assert code == 0, err
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["index"]) for r in rows] == list(read_sample(sample6).indices)
+    assert all(not np.isnan(float(r["score"])) and float(r["seconds"]) > 0 for r in rows)  # -inf: singular kernel
+
+    def fail(*args):
+        raise AssertionError("a cached network was scored again")
+
+    monkeypatch.setattr(scoring, "_score_one", fail)
+    code, _, err = run(capsys, "score", "--proxy", "naswot", *_common(sample6, tmp_path, "--out", str(tmp_path / "again.csv")))
+    assert code == 0, err
+    assert (tmp_path / "again.csv").read_text() == out.read_text()
+
+
+def test_a_new_network_is_the_only_one_scored(tmp_path, sample6, data_dir, monkeypatch):
+    sample = read_sample(sample6)
+    first = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8)
+    wider = make_sample(get_space("tss"), "random", 7, 1, split="all")
+    seen = []
+    real = scoring._score_one
+    monkeypatch.setattr(scoring, "_score_one", lambda index, shared: seen.append(index) or real(index, shared))
+    scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8)
+    assert seen == []
+    both = scoring.score_sample("params", wider, "cifar10", tmp_path, batch_size=8)
+    assert set(seen) == set(wider.indices) - set(sample.indices)
+    common = {i: v for i, v in zip(first.indices, first.values)}
+    assert all(common[i] == v for i, v in zip(both.indices, both.values) if i in common)
+
+
+def test_serial_and_ray_scores_are_identical(tmp_path, sample6, data_dir):
+    import ray
+
+    sample = read_sample(sample6)
+    serial = scoring.score_sample("zico", sample, "cifar10", tmp_path / "a", batch_size=8)
+    try:
+        parallel = scoring.score_sample("zico", sample, "cifar10", tmp_path / "b", batch_size=8, backend="ray", workers=2)
+    finally:
+        ray.shutdown()
+    assert np.array_equal(serial.values, parallel.values)
+
+
+def test_compare_writes_tables_and_plots(capsys, tmp_path, sample6, data_dir):
+    proxy_file = tmp_path / "logit_sum.py"
+    proxy_file.write_text(PROXY_FILE)
+    out = tmp_path / "report"
+    code, stdout, err = run(capsys, "compare", "--proxies", f"params,naswot,az_nas,{proxy_file}", "--bootstrap", "50",
+                            *_common(sample6, tmp_path, "--out", str(out)))
+    assert code == 0, err
+    rows = {r["proxy"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert set(rows) == {"params", "naswot", "logit_sum", "az_nas", "az_nas.expressivity", "az_nas.progressivity",
+                         "az_nas.trainability", "az_nas.complexity"}
+    for r in rows.values():
+        assert int(r["n"]) == 6 and float(r["kendall_lo"]) <= float(r["kendall_hi"])
+        assert 0.0 <= float(r["top10"]) <= 1.0
+    assert "| params | 6 |" in (out / "results.md").read_text() and "| params | 6 |" in stdout
+    assert (out / "kendall.png").read_bytes()[:4] == b"\x89PNG"
+    assert all((out / "scatter" / f"{name}.png").is_file() for name in rows)
+
+
+def test_all_expands_to_the_zoo():
+    from experiments.commands.proxies import _expand, proxy_names
+
+    assert _expand("all,x.py,params") == [*proxy_names(), "x.py"]
+
+
+def test_search_reports_picked_pool_best_and_space_best(capsys, tmp_path, data_dir):
+    code, stdout, err = run(capsys, "search", "--proxy", "params", "--space", "tss", "--dataset", "cifar10",
+                            "--pool", "5", "--trials", "2", "--batch-size", "8", "--backend", "serial",
+                            "--score-cache", str(tmp_path))
+    assert code == 0, err
+    assert stdout.count("trial ") == 2
+    summary = stdout.strip().splitlines()[-1]
+    assert "2 trials of 5 random networks: picked" in summary and "space best 94.37%" in summary
+
+
+def test_score_with_an_option_changes_the_cache_key(capsys, tmp_path, sample6, data_dir):
+    proxy_file = tmp_path / "p.py"
+    proxy_file.write_text(PROXY_FILE)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert run(capsys, "score", "--proxy", str(proxy_file), *_common(sample6, tmp_path, "--out", str(a)))[0] == 0
+    assert run(capsys, "score", "--proxy", str(proxy_file), "--option", "scale=2",
+               *_common(sample6, tmp_path, "--out", str(b)))[0] == 0
+    sa = [float(r["score"]) for r in csv.DictReader(a.open())]
+    sb = [float(r["score"]) for r in csv.DictReader(b.open())]
+    assert np.allclose(sb, 2 * np.array(sa))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "--proxy", "nope"], "unknown proxy 'nope'; known: az_nas, dextr, fisher"),
+    (["score", "--proxy", "snip", "--images", "gaussian"], "proxy snip needs labels, but gaussian images of cifar10 have none"),
+    (["score", "--proxy", "/nonexistent/p.py"], "proxy file /nonexistent/p.py does not exist"),
+    (["compare", "--proxies", ","], "--proxies names no proxy"),
+    (["score", "--proxy", "params", "--option", "novalue"], "--option 'novalue' must read KEY=VALUE"),
+])
+def test_bad_input_is_one_line(capsys, tmp_path, sample6, data_dir, argv, message):
+    code, _, err = run(capsys, *argv, *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
+    assert code == 2
+    assert err.strip() == f"zcp: error: {err.strip()[len('zcp: error: '):]}" and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_sample_from_another_space_is_refused(capsys, tmp_path, data_dir):
+    path = tmp_path / "sss.json"
+    write_sample(make_sample(get_space("sss"), "random", 3, 0, split="all"), path)
+    code, _, err = run(capsys, "score", "--proxy", "params", *_common(path, tmp_path, "--out", str(tmp_path / "o")))
+    assert code == 2 and err.strip() == f"zcp: error: sample file {path} is from space 'sss', not 'tss'"
+
+
+def test_a_proxy_file_without_score_is_refused(capsys, tmp_path, sample6, data_dir):
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n")
+    code, _, err = run(capsys, "score", "--proxy", str(bad), *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
+    assert code == 2 and "defines no score(model, inputs, **options) function" in err
+
+
+def test_a_corrupt_score_cache_is_named(capsys, tmp_path, sample6, data_dir):
+    assert run(capsys, "score", "--proxy", "params", *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))[0] == 0
+    cached = next((tmp_path / "scores").glob("params-*.json"))
+    cached.write_text(json.dumps({"format": "zcp-scores/1", "spec": {}, "scores": {}}))
+    code, _, err = run(capsys, "score", "--proxy", "params", *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
+    assert code == 2 and f"score cache {cached} was made for other settings" in err
+
+
+def test_a_cache_write_keeps_what_another_run_wrote_meanwhile(tmp_path):
+    spec = scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0)
+    path = tmp_path / "params.json"
+    scoring._write_cache(path, spec, {"1": {"value": 1.0, "seconds": 0.1}})  # another run's checkpoint
+    mine = {"2": {"value": 2.0, "seconds": 0.1}}
+    scoring._write_cache(path, spec, mine)
+    assert set(json.loads(path.read_text())["scores"]) == {"1", "2"} and set(mine) == {"1", "2"}
