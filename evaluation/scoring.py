@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -35,27 +34,11 @@ from evaluation.proxies import Proxy, get_proxy
 from evaluation.proxies.base import has_labels
 from evaluation.samples import Sample
 from evaluation.spaces import get_space
+from gp.export.load import load_exported
 
 CODE_VERSION = "zoo-1"  # bump whenever a zoo proxy's definition changes
 FORMAT = "zcp-scores/1"
 CHECKPOINT_EVERY = 20  # networks between cache rewrites
-
-
-def load_proxy_file(path: str | os.PathLike) -> Callable[..., float]:
-    """The ``score(model, inputs, **options)`` function of an exported proxy file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZcpError(f"proxy file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"zcp_proxy_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # user code: any failure is a bad input file
-        raise ZcpError(f"cannot load proxy file {path}: {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, "score", None)
-    if not callable(fn):
-        raise ZcpError(f"proxy file {path} defines no score(model, inputs, **options) function")
-    return fn
 
 
 def _is_file(ref: str) -> bool:
@@ -66,7 +49,7 @@ def resolve(ref: str) -> tuple[Proxy, str]:
     """The proxy named ``ref`` (zoo name or path of a ``.py`` file) and its identity for the cache."""
     if not _is_file(ref):
         return get_proxy(ref), f"{ref}@{CODE_VERSION}"
-    fn = load_proxy_file(ref)
+    fn = load_exported(ref)
     digest = hashlib.sha256(Path(ref).read_bytes()).hexdigest()[:16]
 
     def call(model: torch.nn.Module, images: torch.Tensor, labels: Any, gen: torch.Generator, **options: Any) -> float:

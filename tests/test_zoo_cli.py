@@ -135,7 +135,7 @@ def test_score_with_an_option_changes_the_cache_key(capsys, tmp_path, sample6, d
 @pytest.mark.parametrize("argv, message", [
     (["score", "--proxy", "nope"], "unknown proxy 'nope'; known: az_nas, dextr, fisher"),
     (["score", "--proxy", "snip", "--images", "gaussian"], "proxy snip needs labels, but gaussian images of cifar10 have none"),
-    (["score", "--proxy", "/nonexistent/p.py"], "proxy file /nonexistent/p.py does not exist"),
+    (["score", "--proxy", "/nonexistent/p.py"], "exported proxy /nonexistent/p.py does not exist"),
     (["compare", "--proxies", ","], "--proxies names no proxy"),
     (["score", "--proxy", "params", "--option", "novalue"], "--option 'novalue' must read KEY=VALUE"),
 ])
@@ -157,7 +157,7 @@ def test_a_proxy_file_without_score_is_refused(capsys, tmp_path, sample6, data_d
     bad = tmp_path / "bad.py"
     bad.write_text("x = 1\n")
     code, _, err = run(capsys, "score", "--proxy", str(bad), *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
-    assert code == 2 and "defines no score(model, inputs, **options) function" in err
+    assert code == 2 and "defines no score(model, inputs) function" in err
 
 
 def test_a_corrupt_score_cache_is_named(capsys, tmp_path, sample6, data_dir):
