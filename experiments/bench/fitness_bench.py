@@ -48,7 +48,7 @@ def main() -> None:
         results[label] = (len(texts) / seconds, fitness)
         print(f"{label:7s}: {len(texts)} candidates over {len(cache.indices)} networks in {seconds:.1f} s "
               f"= {len(texts) / seconds:.1f} candidates/s")
-        if backend == "ray" and workers == 2:
+        if backend == "ray":  # the next evaluator starts Ray with its own number of CPUs
             import ray
 
             ray.shutdown()
