@@ -122,3 +122,21 @@ ALLOWED = [
     "gp/export/simplify.py calls pickle.load",
     "gp/export/write.py calls compile",  # syntax check of generated source; compile() never runs it
 ]
+
+
+def test_hostile_hall_of_fame_never_runs_through_export_or_load(tmp_path, monkeypatch):
+    from experiments.cli import main
+    from gp.export import load_proxy
+
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "MARKER"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('[campaign]\nseed = 0\n[cache]\nsignal = "pseudo_ce"\n')
+    payload = f"__import__('os').system('touch {marker}')"
+    (run / "hall_of_fame.json").write_text(json.dumps({"status": "finished",
+                                                       "entries": [{"expression": payload, "fitness": 0.9}]}))
+    assert main(["export", str(run), "--out", str(tmp_path / "out")]) == 2
+    with pytest.raises(ZcpError):
+        load_proxy(run)(None, None)
+    assert not marker.exists()
