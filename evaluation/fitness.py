@@ -42,6 +42,19 @@ MAX_COST_WEIGHT = 0.1
 TIME_LIMIT = 10.0
 
 
+def options_problem(metric: str, combine: str, cost_weight: float, time_limit: float) -> str | None:
+    """What is wrong with these fitness options (one line), or None: shared by :class:`Fitness` and
+    the campaign config, so both refuse the same values with the same words."""
+    for key, value, known in (("metric", metric, METRICS), ("combine", combine, COMBINE)):
+        if value not in known:
+            return f"{key} {value!r} is not one of {', '.join(known)}"
+    if not 0.0 <= cost_weight <= MAX_COST_WEIGHT:
+        return f"cost_weight must be in [0, {MAX_COST_WEIGHT}], got {cost_weight}"
+    if not time_limit > 0:
+        return f"time_limit must be > 0 seconds, got {time_limit!r}"
+    return None
+
+
 def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kendall") -> float:
     """Kendall tau-b or Spearman rho of ``scores`` against ``truth``; WORST if undefined."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -50,21 +63,6 @@ def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kenda
     fn = stats.kendalltau if metric == "kendall" else stats.spearmanr
     value = float(fn(scores, truth)[0])
     return value if np.isfinite(value) else WORST
-
-
-def bootstrap_ci(scores: np.ndarray, truth: np.ndarray, metric: str = "kendall", resamples: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of :func:`rank_correlation` over networks resampled with replacement.
-
-    Resamples where the correlation is undefined (constant scores) count as WORST, so an interval
-    never looks better than the data allow."""
-    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(scores), size=(resamples, len(scores)))
-    values = np.array([rank_correlation(scores[d], truth[d], metric) for d in draws])
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -90,14 +88,9 @@ class Fitness:
 
     def __init__(self, targets: Sequence[Target], terminals: Sequence[str], metric: str = "kendall",
                  combine: str = "min", cost_weight: float = 0.0, time_limit: float = TIME_LIMIT) -> None:
-        if metric not in METRICS:
-            raise ZcpError(f"unknown fitness metric {metric!r}; known: {', '.join(METRICS)}")
-        if combine not in COMBINE:
-            raise ZcpError(f"unknown combination {combine!r}; known: {', '.join(COMBINE)}")
-        if not 0.0 <= cost_weight <= MAX_COST_WEIGHT:
-            raise ZcpError(f"cost_weight must be in [0, {MAX_COST_WEIGHT}], got {cost_weight}")
-        if not time_limit > 0:
-            raise ZcpError(f"the per-candidate time limit must be > 0 seconds, got {time_limit!r}")
+        problem = options_problem(metric, combine, cost_weight, time_limit)
+        if problem:
+            raise ZcpError(problem)
         self.targets, self.metric, self.combine = list(targets), metric, combine
         self.cost_weight, self.time_limit = cost_weight, time_limit
         self.types = terminal_types(terminals)

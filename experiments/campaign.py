@@ -83,8 +83,10 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
     return load_cache(where, space=c.space, dataset=dataset)
 
 
-def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progress: bool | None = None) -> Prepared:
-    """Draw (or re-draw identically) the samples and build (or resume) their caches."""
+def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progress: bool | None = None,
+            splits: tuple[str, ...] = ("search", "heldout")) -> Prepared:
+    """Draw (or re-draw identically) the samples of ``splits`` and build (or resume) their caches
+    (a split left out keeps an empty list: reports on held-out networks need not load the search cache)."""
     c, s = config.campaign, config.sample
     space = get_space(c.space)
     gt = load_ground_truth(c.space, paths)
@@ -93,6 +95,8 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
         acc = gt.accuracy[dataset]
         for split, kind, n, out in (("search", s.search_kind, s.search_n, search),
                                     ("heldout", s.heldout_kind, s.heldout_n, heldout)):
+            if split not in splits:
+                continue
             sample = make_sample(space, kind, n, c.seed, split, dataset, acc, s.split_seed, s.heldout_fraction, s.bins)
             write_sample(sample, run_dir / "samples" / f"{dataset}-{split}.json")
             out.append(cache_for(config, sample, dataset, run_dir, paths, progress))

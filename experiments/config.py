@@ -23,7 +23,7 @@ from typing import Any
 
 from evaluation.datasets import check_dataset
 from evaluation.errors import ZcpError
-from evaluation.fitness import COMBINE, MAX_COST_WEIGHT, METRICS, TIME_LIMIT
+from evaluation.fitness import TIME_LIMIT, options_problem
 from evaluation.spaces import get_space
 from gp.engine import GPConfig
 from primitives.expression import parse
@@ -42,8 +42,9 @@ class CampaignSection:
     time_limit: float = TIME_LIMIT
 
     def __post_init__(self) -> None:
-        if not self.time_limit > 0:
-            raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit!r}")
+        problem = options_problem(self.metric, self.combine, self.cost_weight, self.time_limit)
+        if problem:
+            raise ValueError(problem)
 
 
 @dataclass(frozen=True)
@@ -164,12 +165,8 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     get_space(config.campaign.space)
     for dataset in config.campaign.datasets:
         check_dataset(dataset)
-    c = config.campaign
-    if not c.datasets:
+    if not config.campaign.datasets:
         raise ZcpError(f"{where}: campaign.datasets is empty")
-    for key, value, known in (("metric", c.metric, METRICS), ("combine", c.combine, COMBINE)):
-        if value not in known:
-            raise ZcpError(f"{where}: campaign.{key} {value!r} is not one of {', '.join(known)}")
     unknown = [t for t in config.cache.terminals if t not in TERMINALS]
     if unknown:
         raise ZcpError(f"{where}: cache.terminals: unknown terminal {unknown[0]!r} (see primitives/terminals.py)")
@@ -179,8 +176,6 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
             parse(text, REGISTRY, types)
         except ZcpError as exc:
             raise ZcpError(f"{where}: gp.initial_expressions: {exc}") from None
-    if not 0.0 <= c.cost_weight <= MAX_COST_WEIGHT:
-        raise ZcpError(f"{where}: campaign.cost_weight must be in [0, {MAX_COST_WEIGHT}], got {c.cost_weight}")
     return config
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -26,8 +27,9 @@ import numpy as np
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
-from evaluation.fitness import Fitness, bootstrap_ci, make_target, rank_correlation
-from evaluation.groundtruth import load_ground_truth
+from evaluation.report import evaluate as metrics_row
+from evaluation.report import plot_scatter
+from evaluation.fitness import Fitness, make_target
 from evaluation.samples import make_sample
 from evaluation.spaces import get_space
 from experiments.campaign import BASELINES, CONFIG, HOF, LOG, Prepared, cache_for, prepare
@@ -36,7 +38,6 @@ from experiments.config import Config, load_config
 WATTS_PER_CORE = 10.0
 """Energy estimate: busy cores x wall seconds x this (a typical server core's share of package power
 at full load; state it beside every energy number, it is an assumption, not a measurement)."""
-METRICS = ("kendall", "spearman")
 
 
 def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
@@ -59,12 +60,11 @@ def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
     return runs
 
 
-def _stratified_caches(config: Config, run_dir: Path, n: int, bins: int) -> list:
+def _stratified_caches(config: Config, run_dir: Path, truth: dict[str, np.ndarray], n: int, bins: int) -> list:
     c, s = config.campaign, config.sample
-    gt = load_ground_truth(c.space)
     caches = []
     for dataset in c.datasets:
-        sample = make_sample(get_space(c.space), "stratified", n, c.seed, "heldout", dataset, gt.accuracy[dataset],
+        sample = make_sample(get_space(c.space), "stratified", n, c.seed, "heldout", dataset, truth[dataset],
                              s.split_seed, s.heldout_fraction, bins)
         for note in sample.notes:
             print(f"stratified {dataset}: {note}", file=sys.stderr)
@@ -72,19 +72,18 @@ def _stratified_caches(config: Config, run_dir: Path, n: int, bins: int) -> list
     return caches
 
 
-def _score(texts: dict[str, str], caches: list, prepared: Prepared, resamples: int) -> dict[str, Any]:
-    """name -> dataset -> {metric: value, metric_ci: [lo, hi], n} on ``caches``; also the raw scores."""
-    targets = [make_target(c, prepared.truth[c.manifest["dataset"]]) for c in caches]
-    fitness = Fitness(targets, prepared.terminals)
-    out: dict[str, Any] = {}
-    for name, text in texts.items():
-        out[name] = {}
-        for scores, target in zip(fitness.scores(text), targets):
-            cell: dict[str, Any] = {"n": len(scores)}
-            for metric in METRICS:
-                cell[metric] = rank_correlation(scores, target.accuracy, metric)
-                cell[metric + "_ci"] = bootstrap_ci(scores, target.accuracy, metric, resamples)
-            out[name][target.dataset] = cell
+def _score(texts: dict[str, str], caches: list, prepared: Prepared, resamples: int) -> dict[str, dict[str, Any]]:
+    """dataset -> name -> {n, metric: value, metric_ci: [lo, hi]} on ``caches``, with the metrics and
+    bootstrap of ``zcp compare`` (evaluation/report.py), so evolved proxies and the zoo read alike."""
+    out: dict[str, dict[str, Any]] = {}
+    for cache in caches:
+        target = make_target(cache, prepared.truth[cache.manifest["dataset"]])
+        fitness = Fitness([target], prepared.terminals)
+        out[target.dataset] = {}
+        for name, text in texts.items():
+            row = metrics_row(name, fitness.scores(text)[0], target.accuracy, math.nan, resamples)
+            out[target.dataset][name] = {"n": row.n, **row.values,
+                                         **{f"{m}_ci": list(ci) for m, ci in row.intervals.items()}}
     return out
 
 
@@ -125,8 +124,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str], cache, prepared: Prepared,
-           out: Path) -> None:
+def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str], kendall: float, cache,
+           prepared: Prepared, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,40 +145,30 @@ def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str
 
     target = make_target(cache, prepared.truth[cache.manifest["dataset"]])
     scores = Fitness([target], prepared.terminals).scores(best[1])[0]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(scores, target.accuracy, s=4, alpha=0.5)
-    ax.set(xlabel=f"{best[0]} score", ylabel=f"{target.dataset} test accuracy (%)",
-           title=f"held-out random, tau = {rank_correlation(scores, target.accuracy):.3f}")
-    fig.tight_layout()
-    fig.savefig(out / "scatter.png", dpi=120)
-    plt.close(fig)
+    plot_scatter(best[0], scores, target.accuracy, kendall, out / "scatter.png")
 
 
 def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, resamples: int = 1000) -> dict[str, Any]:
     """Score every run's best expression and the baselines on both held-out protocols; write ``out``."""
     runs = _runs(run_dirs)
     run_dir, config, _ = runs[0]
-    prepared = prepare(config, run_dir)
-    stratified = _stratified_caches(config, run_dir, stratified_n or config.sample.heldout_n, config.sample.bins)
+    prepared = prepare(config, run_dir, splits=("heldout",))
+    stratified = _stratified_caches(config, run_dir, prepared.truth, stratified_n or config.sample.heldout_n,
+                                    config.sample.bins)
     texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
     result = {"runs": [str(r) for r, _, _ in runs], "expressions": texts,
-              "random": _transpose(_score(texts, prepared.heldout, prepared, resamples)),
-              "stratified": _transpose(_score(texts, stratified, prepared, resamples)),
+              "random": _score(texts, prepared.heldout, prepared, resamples),
+              "stratified": _score(texts, stratified, prepared, resamples),
               "cost": _cost(runs)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(out / "results.md", markdown(result))
     best_run = max(runs, key=lambda r: r[2]["entries"][0]["fitness"])
-    _plots(runs, (f"evolved (seed {best_run[1].gp.seed})", best_run[2]["entries"][0]["expression"]),
-           prepared.heldout[0], prepared, out)
+    name = f"evolved (seed {best_run[1].gp.seed})"
+    first = prepared.heldout[0]
+    _plots(runs, (name, texts[name]), result["random"][first.manifest["dataset"]][name]["kendall"], first, prepared, out)
     return result
-
-
-def _transpose(by_proxy: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """proxy -> dataset -> cell  becomes  dataset -> proxy -> cell."""
-    datasets = next(iter(by_proxy.values())).keys()
-    return {d: {name: cells[d] for name, cells in by_proxy.items()} for d in datasets}
 
 
 def main(argv: list[str] | None = None) -> int:

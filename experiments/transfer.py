@@ -31,7 +31,7 @@ def transfer(run_dirs: list[Path]) -> tuple[dict[str, str], dict[str, dict[str, 
             best = json.loads((run_dir / HOF).read_text())["entries"][0]["expression"]
         except (OSError, json.JSONDecodeError, KeyError, IndexError) as exc:
             raise ZcpError(f"{run_dir} has no finished hall of fame ({exc})") from None
-        prepared = prepare(config, run_dir)
+        prepared = prepare(config, run_dir, splits=("heldout",))
         rows[f"{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"] = best
         for cache in prepared.heldout:
             dataset = cache.manifest["dataset"]
