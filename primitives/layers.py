@@ -72,6 +72,34 @@ def code_kernel(x: torch.Tensor) -> torch.Tensor:
     return c.shape[1] - s[:, None] - s[None, :] + 2 * (c @ c.T).double()
 
 
+class SameValues:
+    """Statistics already computed for a tensor with the same values, within one pass.
+
+    A node of a cell feeds several layers, and each reads its own but equal tensor (e.g. one ReLU
+    output per edge): reusing the statistics of equal tensors saves their Gram matrices. A strided
+    fingerprint finds candidates, ``torch.equal`` confirms, so reuse is exact (NaN never matches).
+    Holds references to the tensors it has seen: use one per pass."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple, list[tuple[torch.Tensor, object]]] = {}
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> tuple:
+        flat = x.reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 64)][:64]
+        return x.shape, x.dtype, sample.cpu().numpy().tobytes()
+
+    def get(self, x: torch.Tensor, compute: Callable[[torch.Tensor], object]) -> object:
+        """``compute(x)``, or the value it gave for an equal tensor seen before."""
+        bucket = self._seen.setdefault(self._key(x), [])
+        for seen, value in bucket:
+            if torch.equal(seen, x):
+                return value
+        value = compute(x)
+        bucket.append((x, value))
+        return value
+
+
 @dataclass
 class LayerRecord:
     """Statistics of one layer call; filled by the hooks that ``Recorder`` installs."""

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from primitives.layers import (LAYER_TYPES, LayerRecord, Recorder, code_kernel, corr, corr_from_gram, gram,
-                               preserved, singular_values, spectrum)
+from primitives.layers import (LAYER_TYPES, LayerRecord, Recorder, SameValues, code_kernel, corr, corr_from_gram,
+                               gram, preserved, singular_values, spectrum)
 from primitives.types import Matrix, NetScalar, Rows, RowScalar, Vector
 
 SIGNALS = ("pseudo_ce", "logit_sum", "ce")
@@ -107,23 +107,30 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
     """One forward (+ backward if a wanted terminal needs it) with hooks; base names in ``wanted``."""
     backward = any(TERMINALS[n].backward for n in wanted)
     kernels: dict[str, torch.Tensor] = {}
+    same_acts, same_units = SameValues(), SameValues()
 
     def add(name: str, value: torch.Tensor) -> None:
         kernels[name] = kernels[name] + value if name in kernels else value
 
-    def on_layer(rec: LayerRecord, a: torch.Tensor, z: torch.Tensor) -> None:
-        s, b = rec.stats, a.shape[0]
-        a2 = a.reshape(b, -1)
-        g, sums = gram(a2), a2.double().sum(1)
-        s["act_mean"], s["act_std"] = _moments(g, sums, a2.numel())
+    def activation(a2: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        a64 = a2.double()
+        g, sums = gram(a64), a64.sum(1)
+        s: dict[str, torch.Tensor] = dict(zip(("act_mean", "act_std"), _moments(g, sums, a2.numel())))
         s["act_pos"] = (a2 > 0).sum() / a2.numel()
-        s["preact_std"] = z.std()
+        c = None
         if wanted & {"act_sv", "act_corr_eig", "act_corr_sum"}:
             s["act_sv"] = spectrum(g).clamp_min(0).sqrt()
             c = corr_from_gram(g, sums, a2.shape[1])
             s["act_corr_eig"] = spectrum(c)
-            if "act_corr_sum" in wanted:
-                add("act_corr_sum", c)
+        return s, c
+
+    def on_layer(rec: LayerRecord, a: torch.Tensor, z: torch.Tensor) -> None:
+        s = rec.stats
+        act, c = same_acts.get(a.reshape(a.shape[0], -1), activation)
+        s.update(act)
+        if "act_corr_sum" in wanted:
+            add("act_corr_sum", c)
+        s["preact_std"] = z.std()
         z0 = z[0].reshape(z.shape[1], -1)
         if wanted & {"chan_corr_eig"}:
             s["chan_corr_eig"] = spectrum(corr(z0))
@@ -140,7 +147,8 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
 
     def on_grad(rec: LayerRecord, g: torch.Tensor) -> None:
         s, g2 = rec.stats, g.reshape(g.shape[0], -1)
-        gg, sums = gram(g2), g2.double().sum(1)
+        g64 = g2.double()
+        gg, sums = gram(g64), g64.sum(1)
         s["grad_abs_mean"] = torch.linalg.vector_norm(g2, 1) / g2.numel()
         s["grad_std"] = _moments(gg, sums, g2.numel())[1]
         if wanted & {"grad_sv", "grad_corr_sum"}:
@@ -149,7 +157,7 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
                 add("grad_corr_sum", corr_from_gram(gg, sums, g2.shape[1]))
 
     def on_unit(u: torch.Tensor) -> None:
-        add("code_kernel", code_kernel(u))
+        add("code_kernel", same_units.get(u, code_kernel))
 
     for p in model.parameters():
         p.grad = None

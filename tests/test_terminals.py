@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from evaluation.spaces import get_space
+from primitives.layers import SameValues
 from primitives.terminals import TERMINALS, collate, compute_terminals
 from primitives.types import Matrix, NetScalar, RowScalar, Vector
 from tests.models import MLP, Branches, TinyResNet
@@ -74,11 +75,19 @@ def test_channel_terms_match_meco_and_dextr_definitions(model_fn):
     assert sum(v.min() / v.max() for v in _split(packed, "chan_sv")) == pytest.approx(dextr_s, rel=1e-6)
 
 
-def test_activation_spectra_and_moments():
-    model, x = TinyResNet(), _batch()
+ALL_CONV = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
+
+
+@pytest.mark.parametrize("model_fn", [TinyResNet, lambda: get_space("tss").build(ALL_CONV, "cifar10")])
+def test_activation_spectra_and_moments(model_fn):
+    """Also on a cell whose nodes feed several convolutions (equal inputs share their statistics)."""
+    model, x = model_fn(), _batch()
     outs = _outputs(model, x)
-    packed = compute_terminals(model, x, ["act_sv", "act_corr_eig", "act_mean", "act_std", "act_pos", "preact_std"])
-    assert packed["layers"][0] == len(outs) == 5
+    packed = compute_terminals(model, x, ["act_sv", "act_corr_eig", "act_mean", "act_std", "act_pos", "preact_std",
+                                          "act_corr_sum"])
+    assert packed["layers"][0] == len(outs)
+    expected_sum = sum(np.nan_to_num(np.corrcoef(a.flatten(1).double().numpy())) for a, _ in outs)
+    assert packed["act_corr_sum"][0] == pytest.approx(expected_sum, abs=1e-9)
     for layer, (a, z) in enumerate(outs):
         a2 = a.flatten(1).double().numpy()
         assert _split(packed, "act_sv")[layer] == pytest.approx(np.linalg.svd(a2, compute_uv=False), rel=1e-5, abs=1e-5)
@@ -87,6 +96,23 @@ def test_activation_spectra_and_moments():
         assert packed["act_std"][layer] == pytest.approx(a2.std(ddof=1), rel=1e-6)
         assert packed["act_pos"][layer] == pytest.approx((a2 > 0).mean())
         assert packed["preact_std"][layer] == pytest.approx(z.double().std().item(), rel=1e-5)
+
+
+def test_same_values_reuses_only_equal_tensors():
+    seen, calls = SameValues(), []
+
+    def compute(t):
+        calls.append(t)
+        return t.sum().item()
+
+    x = torch.randn(4, 100)
+    assert seen.get(x, compute) == seen.get(x.clone(), compute) == x.sum().item()
+    y = x.clone()
+    y[0, 1] += 1.0  # off the fingerprint's stride: found as a candidate, refused by torch.equal
+    nan = torch.full((4, 100), math.nan)
+    for t in (y, nan, nan.clone(), x[:2]):
+        seen.get(t, compute)
+    assert len(calls) == 5
 
 
 def test_gradient_terms_use_the_backward_signal():
