@@ -1,6 +1,6 @@
 """Run one protocol campaign for several GP seeds, then its held-out report (issue 7).
 
-    .venv/bin/python -m experiments.campaigns tss-cifar10 --seeds 0 1 2 [--set sample.search_n=300 ...]
+    .venv/bin/python -m experiments.campaigns tss-cifar10 --seeds 0 1 2 [--set sample.search_n=300 ...] [--zoo zico,synflow]
 
 Runs ``experiments/configs/NAME.toml`` once per seed into ``runs/NAME-s<seed>`` (a finished run is
 kept, an interrupted one resumed), then writes ``results/NAME/`` with :mod:`experiments.heldout`.
@@ -48,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--stratified-n", type=int, default=None)
+    parser.add_argument("--zoo", type=heldout.proxy_list, default=[],
+                        help="zoo proxies to run on the same held-out networks, comma-separated (e.g. zico,synflow)")
     args = parser.parse_args(argv)
     try:
         dirs = run_seeds(args.name, args.seeds, args.set, args.runs)
-        result = heldout.report(dirs, args.results / args.name, args.stratified_n)
+        result = heldout.report(dirs, args.results / args.name, args.stratified_n, zoo=args.zoo)
     except ZcpError as exc:
         print(f"campaigns: error: {exc}", file=sys.stderr)
         return 2

@@ -6,9 +6,12 @@
 The runs are seeds of one campaign (configs equal but for ``[gp] seed``). Each run's best expression
 (highest search fitness) is scored on two held-out samples per dataset, both drawn from the held-out
 split only: ``random`` (the campaign's own held-out sample) and ``stratified`` (equal counts from
-``bins`` equal-width accuracy bins; short bins give all they have). Next to them: the baselines that
-the language expresses exactly (``experiments.campaign.BASELINES``), on the same networks and cache.
-Kendall tau and Spearman rho carry percentile-bootstrap 95% intervals over networks.
+``bins`` equal-width accuracy bins; short bins give all they have). Next to them, on the same networks:
+the baselines that the language expresses exactly (``experiments.campaign.BASELINES``, from the cache)
+and, with ``--zoo``, hand-designed proxies of the zoo run on the live networks with the cache's batch,
+seed and images (scores kept in ``--scores``, the score cache of ``zcp score``, so re-runs and other
+campaigns on the same networks reuse them). Kendall tau and Spearman rho carry percentile-bootstrap
+95% intervals over networks.
 
 Writes ``results.json``, ``results.md`` (tables, cost accounting), ``fitness.png`` (best and median
 search fitness per generation, per seed) and ``scatter.png`` (best proxy vs accuracy, held-out).
@@ -30,7 +33,9 @@ from evaluation.errors import ZcpError
 from evaluation.report import evaluate as metrics_row
 from evaluation.report import plot_scatter
 from evaluation.fitness import Fitness, make_target
-from evaluation.samples import make_sample
+from evaluation.proxies import get_proxy
+from evaluation.samples import make_sample, read_sample
+from evaluation.scoring import score_sample
 from evaluation.spaces import get_space
 from experiments.campaign import BASELINES, CONFIG, HOF, LOG, Prepared, cache_for, prepare
 from experiments.config import Config, load_config
@@ -60,31 +65,54 @@ def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
     return runs
 
 
-def _stratified_caches(config: Config, run_dir: Path, truth: dict[str, np.ndarray], n: int, bins: int) -> list:
+def _stratified(config: Config, run_dir: Path, truth: dict[str, np.ndarray], n: int, bins: int) -> list:
+    """(sample, cache) of each dataset's stratified held-out sample."""
     c, s = config.campaign, config.sample
-    caches = []
+    pairs = []
     for dataset in c.datasets:
         sample = make_sample(get_space(c.space), "stratified", n, c.seed, "heldout", dataset, truth[dataset],
                              s.split_seed, s.heldout_fraction, bins)
         for note in sample.notes:
             print(f"stratified {dataset}: {note}", file=sys.stderr)
-        caches.append(cache_for(config, sample, dataset, run_dir))
-    return caches
+        pairs.append((sample, cache_for(config, sample, dataset, run_dir)))
+    return pairs
 
 
-def _score(texts: dict[str, str], caches: list, prepared: Prepared, resamples: int) -> dict[str, dict[str, Any]]:
-    """dataset -> name -> {n, metric: value, metric_ci: [lo, hi]} on ``caches``, with the metrics and
-    bootstrap of ``zcp compare`` (evaluation/report.py), so evolved proxies and the zoo read alike."""
+def _cell(name: str, scores: np.ndarray, accuracy: np.ndarray, resamples: int) -> dict[str, Any]:
+    row = metrics_row(name, scores, accuracy, math.nan, resamples)
+    return {"n": row.n, **row.values, **{f"{m}_ci": list(ci) for m, ci in row.intervals.items()}}
+
+
+def _score(texts: dict[str, str], zoo: list[str], pairs: list, config: Config, prepared: Prepared, scores_dir: Path,
+           resamples: int) -> dict[str, dict[str, Any]]:
+    """dataset -> name -> {n, metric: value, metric_ci: [lo, hi]} on the (sample, cache) ``pairs``, with
+    the metrics and bootstrap of ``zcp compare`` (evaluation/report.py), so evolved proxies and the zoo
+    read alike."""
     out: dict[str, dict[str, Any]] = {}
-    for cache in caches:
+    for sample, cache in pairs:
         target = make_target(cache, prepared.truth[cache.manifest["dataset"]])
         fitness = Fitness([target], prepared.terminals)
-        out[target.dataset] = {}
-        for name, text in texts.items():
-            row = metrics_row(name, fitness.scores(text)[0], target.accuracy, math.nan, resamples)
-            out[target.dataset][name] = {"n": row.n, **row.values,
-                                         **{f"{m}_ci": list(ci) for m, ci in row.intervals.items()}}
+        table = out[target.dataset] = {name: _cell(name, fitness.scores(text)[0], target.accuracy, resamples)
+                                       for name, text in texts.items()}
+        m, p = cache.manifest, config.parallel
+        for ref in zoo:
+            scores = score_sample(ref, sample, target.dataset, scores_dir, batch_size=m["batch_size"], seed=m["seed"],
+                                  image_source=m["image_source"], backend=p.backend, workers=p.workers,
+                                  address=p.address or None)
+            if not np.array_equal(scores.indices, cache.indices):
+                raise ZcpError(f"held-out sample and cache {cache.path} list different networks: rebuild the cache")
+            table[zoo_name(ref)] = _cell(ref, scores.values, target.accuracy, resamples)
     return out
+
+
+def proxy_list(text: str) -> list[str]:
+    """``zico,synflow`` -> ["zico", "synflow"] (a command-line type)."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def zoo_name(ref: str) -> str:
+    """Table name of a zoo proxy (its expression column says it ran on live networks)."""
+    return f"{ref} (zoo)"
 
 
 def _cost(runs: list[tuple[Path, Config, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -148,18 +176,22 @@ def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str
     plot_scatter(best[0], scores, target.accuracy, kendall, out / "scatter.png")
 
 
-def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, resamples: int = 1000) -> dict[str, Any]:
+def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, resamples: int = 1000,
+           zoo: list[str] = (), scores_dir: Path = Path("runs/scores")) -> dict[str, Any]:
     """Score every run's best expression and the baselines on both held-out protocols; write ``out``."""
     runs = _runs(run_dirs)
     run_dir, config, _ = runs[0]
+    for ref in zoo:
+        get_proxy(ref)
     prepared = prepare(config, run_dir, splits=("heldout",))
-    stratified = _stratified_caches(config, run_dir, prepared.truth, stratified_n or config.sample.heldout_n,
-                                    config.sample.bins)
+    random = [(read_sample(run_dir / "samples" / f"{c.manifest['dataset']}-heldout.json"), c) for c in prepared.heldout]
+    stratified = _stratified(config, run_dir, prepared.truth, stratified_n or config.sample.heldout_n, config.sample.bins)
     texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
-    result = {"runs": [str(r) for r, _, _ in runs], "expressions": texts,
-              "random": _score(texts, prepared.heldout, prepared, resamples),
-              "stratified": _score(texts, stratified, prepared, resamples),
+    result = {"runs": [str(r) for r, _, _ in runs],
+              "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo},
+              "random": _score(texts, list(zoo), random, config, prepared, scores_dir, resamples),
+              "stratified": _score(texts, list(zoo), stratified, config, prepared, scores_dir, resamples),
               "cost": _cost(runs)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
@@ -177,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--stratified-n", type=int, default=None, help="default: the campaign's heldout_n")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--zoo", type=proxy_list, default=[],
+                        help="comma-separated zoo proxies to run on the same held-out networks (e.g. zico,synflow)")
+    parser.add_argument("--scores", type=Path, default=Path("runs/scores"), help="score cache of the zoo proxies")
     args = parser.parse_args(argv)
     try:
-        result = report(args.runs, args.out, args.stratified_n, args.resamples)
+        result = report(args.runs, args.out, args.stratified_n, args.resamples, args.zoo, args.scores)
     except ZcpError as exc:
         print(f"heldout: error: {exc}", file=sys.stderr)
         return 2

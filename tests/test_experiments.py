@@ -21,8 +21,13 @@ def runs(tmp_path_factory):
 
 def test_report_scores_both_protocols_with_intervals(runs):
     tmp, dirs = runs
-    result = heldout.report(dirs, tmp / "out", stratified_n=10, resamples=50)
-    assert set(result["random"]["cifar10"]) == {"evolved (seed 0)", "evolved (seed 1)", *campaign.BASELINES}
+    result = heldout.report(dirs, tmp / "out", stratified_n=10, resamples=50, zoo=["params"], scores_dir=tmp / "scores")
+    zoo = heldout.zoo_name("params")
+    assert set(result["random"]["cifar10"]) == {"evolved (seed 0)", "evolved (seed 1)", *campaign.BASELINES, zoo}
+    for protocol in ("random", "stratified"):  # the live zoo proxy and the cached terminal count the same
+        table = result[protocol]["cifar10"]
+        assert table[zoo]["kendall"] == table["#params"]["kendall"] and table[zoo]["n"] == table["#params"]["n"]
+    assert list((tmp / "scores").glob("params-*.json"))
     for protocol, n in (("random", 12), ("stratified", 10)):
         for cell in result[protocol]["cifar10"].values():
             assert cell["n"] <= n
@@ -31,6 +36,12 @@ def test_report_scores_both_protocols_with_intervals(runs):
     assert json.loads((tmp / "out" / "results.json").read_text())["cost"][0]["networks"] == 24
     assert "stratified held-out" in (tmp / "out" / "results.md").read_text()
     assert (tmp / "out" / "fitness.png").stat().st_size > 0 and (tmp / "out" / "scatter.png").stat().st_size > 0
+
+
+def test_unknown_zoo_proxy_is_refused_before_any_work(runs, tmp_path):
+    with pytest.raises(ZcpError, match="unknown proxy 'zicoo'"):
+        heldout.report(runs[1], tmp_path / "out", zoo=["zicoo"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_runs_of_different_campaigns_are_refused(runs, tmp_path):
