@@ -70,7 +70,7 @@ class Evolution:
             for ind, fitness in zip(parents, self.fitnesses):
                 ind.fitness.values = (fitness,)
             elites = self._elites()
-            return elites + self._ops.breed(parents, self.config.population - len(elites))
+            return elites + self._ops.breed(parents, self.config.population - len(elites), self.memo)
 
         texts, rng = self._own_random(breed)
         return self._advance(texts, rng, self.generation + 1, start)

@@ -15,7 +15,7 @@ import functools
 import operator
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from deap import gp, tools
 
@@ -27,6 +27,8 @@ from primitives.expression import parse, to_string
 
 ATTEMPTS = 100
 """Tries before giving up on generating a tree (each failure is a fresh random draw)."""
+NOVELTY_TRIES = 4
+"""Mutations tried on an invalid or already known child before a random tree replaces it."""
 
 
 def generate(pset: gp.PrimitiveSetTyped, min_depth: int, max_depth: int, type_: type | None = None,
@@ -122,9 +124,12 @@ class Operators:
             texts[self.random_text()] = None
         return list(texts) + [self.random_text() for _ in range(n - len(texts))]
 
-    def breed(self, parents: list[Individual], k: int) -> list[str]:
+    def breed(self, parents: list[Individual], k: int, seen: Container[str] = ()) -> list[str]:
         """``k`` offspring texts: double tournament, then one-point crossover on consecutive pairs and
-        one weighted mutation each (varAnd); an invalid child is replaced by a fresh random tree."""
+        one weighted mutation each (varAnd). A child that is invalid, already evaluated (in ``seen``) or
+        equal to an earlier child is mutated again, up to ``NOVELTY_TRIES`` times, then replaced by a
+        random tree that is new (if one is found in ``ATTEMPTS`` draws): without this most of a
+        converged population re-breeds known expressions and a generation evaluates few new ones."""
         c = self.config
         chosen = tools.selDoubleTournament(parents, k, c.tournament_size, c.parsimony_size, fitness_first=True)
         kids = [copy.deepcopy(ind) for ind in chosen]
@@ -133,6 +138,25 @@ class Operators:
                 kids[i - 1], kids[i] = self._mate(kids[i - 1], kids[i])
         for i in range(k):
             if random.random() < c.mutation_prob:
-                mutate = random.choices(self._mutations, weights=c.mutation_weights)[0]
-                kids[i], = mutate(kids[i])
-        return [self.valid_text(kid) or self.random_text() for kid in kids]
+                kids[i], = self._mutate(kids[i])
+        texts: dict[str, None] = {}
+
+        def fresh(text: str | None) -> bool:
+            return text is not None and text not in seen and text not in texts
+
+        for kid in kids:
+            text = self.valid_text(kid)
+            for _ in range(NOVELTY_TRIES):
+                if fresh(text):
+                    break
+                kid, = self._mutate(kid)
+                text = self.valid_text(kid)
+            for _ in range(ATTEMPTS):
+                if fresh(text):
+                    break
+                text = self.random_text()
+            texts[text] = None
+        return list(texts) + [self.random_text() for _ in range(k - len(texts))]
+
+    def _mutate(self, ind: Individual) -> tuple[Individual]:
+        return random.choices(self._mutations, weights=self.config.mutation_weights)[0](ind)

@@ -101,6 +101,19 @@ def test_limits_round_trips_and_one_evaluation_per_expression() -> None:
     assert engine.fitnesses == fake_fitness(engine.population)
 
 
+def test_offspring_are_new_expressions() -> None:
+    """A converging population still spends each generation on expressions not evaluated before."""
+    config = dataclasses.replace(SMALL, population=60, tournament_size=7)
+    engine = Evolution(REGISTRY, TYPES, config, fake_fitness)
+    engine.initialise()
+    for _ in range(10):
+        known = set(engine.memo)
+        stats = engine.step()
+        bred = engine.population[config.elitism:]
+        assert len(set(bred)) == len(bred) and not set(bred) & known
+        assert stats["evaluations"] == len(bred) and stats["diversity"] == 1.0
+
+
 def test_same_seed_same_run_and_different_seeds_differ() -> None:
     a, b = run(), run()
     assert a.population == b.population and a.hall_of_fame.entries() == b.hall_of_fame.entries()
