@@ -6,6 +6,7 @@ subtree (``mutUniform`` with a grown subtree of height <= ``mut_subtree_max_dept
 Bloat control is twofold: Koza's static limits (``gp.staticLimit`` on height and on size: a child
 over a limit is replaced by a copy of a parent) and Luke & Panait's double tournament (fitness
 tournaments produce two aspirants, a size tournament of ``parsimony_size`` prefers the smaller).
+Offspring are new: a child repeating an evaluated expression or a sibling is varied again (``breed``).
 Every operator draws from the global ``random``, whose state the engine swaps in around each generation.
 """
 from __future__ import annotations
