@@ -87,7 +87,7 @@ class SameValues:
     def _key(x: torch.Tensor) -> tuple:
         flat = x.reshape(-1)
         sample = flat[:: max(1, flat.numel() // 64)][:64]
-        return x.shape, x.dtype, sample.cpu().numpy().tobytes()
+        return x.shape, x.dtype, sample.float().cpu().numpy().tobytes()
 
     def get(self, x: torch.Tensor, compute: Callable[[torch.Tensor], object]) -> object:
         """``compute(x)``, or the value it gave for an equal tensor seen before."""

@@ -110,9 +110,9 @@ def test_same_values_reuses_only_equal_tensors():
     y = x.clone()
     y[0, 1] += 1.0  # off the fingerprint's stride: found as a candidate, refused by torch.equal
     nan = torch.full((4, 100), math.nan)
-    for t in (y, nan, nan.clone(), x[:2]):
+    for t in (y, nan, nan.clone(), x[:2], x.bfloat16(), x.bfloat16()):
         seen.get(t, compute)
-    assert len(calls) == 5
+    assert len(calls) == 6
 
 
 def test_gradient_terms_use_the_backward_signal():
