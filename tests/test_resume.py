@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.cache import PACKED, SHARDS, build_cache, load_cache
+from evaluation.cache import PACKED, SHARDS, load_cache
 from evaluation.errors import ZcpError
 from evaluation.samples import make_sample, write_sample
 from evaluation.spaces import get_space
