@@ -31,12 +31,6 @@ ACTIVATION_TYPES = (nn.ReLU,)
 F64 = torch.float64
 
 
-def gram(x: torch.Tensor) -> torch.Tensor:
-    """``x x^T`` of a (B, D) matrix in float64 (a float32 Gram loses the small end of the spectrum)."""
-    x = x.double()
-    return x @ x.T
-
-
 def corr_from_gram(g: torch.Tensor, sums: torch.Tensor, d: int) -> torch.Tensor:
     """Pearson correlation of the rows of a (B, d) matrix from its Gram matrix and row sums.
 
@@ -49,10 +43,17 @@ def corr_from_gram(g: torch.Tensor, sums: torch.Tensor, d: int) -> torch.Tensor:
     return torch.where(defined, cov / torch.where(defined, scale, torch.ones_like(scale)), torch.zeros_like(cov))
 
 
+def gram_and_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x x^T`` and the row sums of a (B, D) matrix, in float64 (a float32 Gram loses the small end
+    of the spectrum), from one conversion."""
+    x = x.double()
+    return x @ x.T, x.sum(1)
+
+
 def corr(x: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of the rows of a 2-D tensor, in float64 (undefined entries 0)."""
-    x = x.flatten(1).double()
-    return corr_from_gram(gram(x), x.sum(1), x.shape[1])
+    x = x.flatten(1)
+    return corr_from_gram(*gram_and_sums(x), x.shape[1])
 
 
 def spectrum(sym: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from primitives.layers import (LAYER_TYPES, LayerRecord, Recorder, SameValues, code_kernel, corr, corr_from_gram,
-                               gram, preserved, singular_values, spectrum)
+                               gram_and_sums, preserved, singular_values, spectrum)
 from primitives.types import Matrix, NetScalar, Rows, RowScalar, Vector
 
 SIGNALS = ("pseudo_ce", "logit_sum", "ce")
@@ -113,8 +113,7 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
         kernels[name] = kernels[name] + value if name in kernels else value
 
     def activation(a2: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        a64 = a2.double()
-        g, sums = gram(a64), a64.sum(1)
+        g, sums = gram_and_sums(a2)
         s: dict[str, torch.Tensor] = dict(zip(("act_mean", "act_std"), _moments(g, sums, a2.numel())))
         s["act_pos"] = (a2 > 0).sum() / a2.numel()
         c = None
@@ -147,8 +146,7 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
 
     def on_grad(rec: LayerRecord, g: torch.Tensor) -> None:
         s, g2 = rec.stats, g.reshape(g.shape[0], -1)
-        g64 = g2.double()
-        gg, sums = gram(g64), g64.sum(1)
+        gg, sums = gram_and_sums(g2)
         s["grad_abs_mean"] = torch.linalg.vector_norm(g2, 1) / g2.numel()
         s["grad_std"] = _moments(gg, sums, g2.numel())[1]
         if wanted & {"grad_sv", "grad_corr_sum"}:
