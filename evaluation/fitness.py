@@ -30,7 +30,7 @@ from scipy import stats
 
 from evaluation.cache import Cache
 from evaluation.errors import ZcpError
-from primitives.expression import evaluate, parse, terminals_of
+from primitives.expression import Node, evaluate, parse, terminals_of
 from primitives.functions import REGISTRY
 from primitives.terminals import passes_needed, terminal_types
 
@@ -98,24 +98,24 @@ class Fitness:
     def scores(self, text: str, time_limit: float | None = None) -> list[np.ndarray]:
         """The candidate's raw scores on each target (raises ZcpError if it cannot be evaluated or
         runs past ``time_limit`` seconds)."""
-        node = parse(text, REGISTRY, self.types)
+        return self._scores(parse(text, REGISTRY, self.types), time_limit)
+
+    def _scores(self, node: Node, time_limit: float | None) -> list[np.ndarray]:
         deadline = None if time_limit is None else time.monotonic() + time_limit
         return [evaluate(node, t.env, deadline=deadline).numpy() for t in self.targets]
-
-    def per_target(self, text: str) -> list[float]:
-        """Correlation on each target; WORST everywhere when the candidate fails."""
-        try:
-            scores = self.scores(text, self.time_limit)
-        except Exception:  # a failing candidate must not stop a campaign
-            return [WORST] * len(self.targets)
-        return [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)]
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
         return [self._fitness(t) for t in texts]
 
     def _fitness(self, text: str) -> float:
-        values = self.per_target(text)
+        """Correlations combined over targets, minus the pass cost when asked; WORST when it fails."""
+        try:
+            node = parse(text, REGISTRY, self.types)
+            scores = self._scores(node, self.time_limit)
+        except Exception:  # a failing candidate must not stop a campaign
+            return WORST
+        values = [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)]
         value = float(min(values) if self.combine == "min" else np.mean(values))
         if value == WORST or not self.cost_weight:
             return value
-        return value - self.cost_weight * passes_needed(terminals_of(parse(text, REGISTRY, self.types)))
+        return value - self.cost_weight * passes_needed(terminals_of(node))
