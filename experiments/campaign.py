@@ -171,8 +171,8 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
 def _interrupted(run_dir: Path) -> str:
     """What a Ctrl-C leaves behind, and how to go on."""
     try:
-        generation = json.loads((run_dir / CHECKPOINT).read_text())["engine"]["generation"]
-    except (OSError, ValueError, KeyError, TypeError):
+        generation = read_checkpoint(run_dir / CHECKPOINT)["engine"]["generation"]
+    except (ZcpError, KeyError, TypeError):
         return "no generation was finished; the caches are kept: run the same `zcp evolve` again"
     return f"{run_dir} keeps the checkpoint of generation {generation}: continue with `zcp resume {run_dir}`"
 
@@ -184,6 +184,17 @@ def _checkpoint(run_dir: Path, engine: Evolution, config: Config, pset_digest: s
                                                  "entries": hof}, indent=1) + "\n")
     write_checkpoint(run_dir / CHECKPOINT, {"config_digest": config.digest(), "primitive_set": pset_digest,
                                             "engine": engine.state()})
+
+
+def read_hall_of_fame(run_dir: Path) -> dict[str, Any]:
+    """The record in ``run_dir``'s hall_of_fame.json; ZcpError (one line) if it is missing or unreadable."""
+    try:
+        record = json.loads((run_dir / HOF).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZcpError(f"{run_dir} has no readable {HOF} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(record, dict):
+        raise ZcpError(f"{run_dir / HOF} is not a zcp hall of fame")
+    return record
 
 
 def _read_log(run_dir: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ reported is that of the search, on the same networks.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,8 +28,7 @@ def run_seeds(name: str, seeds: list[int], overrides: list[str], runs: Path) -> 
     dirs = []
     for seed in seeds:
         run_dir = runs / f"{name}-s{seed}"
-        hof = run_dir / campaign.HOF
-        if hof.exists() and json.loads(hof.read_text()).get("status") == "finished":
+        if (run_dir / campaign.HOF).exists() and campaign.read_hall_of_fame(run_dir).get("status") == "finished":
             print(f"{run_dir}: finished already", file=sys.stderr)
         elif (run_dir / campaign.CHECKPOINT).exists():
             campaign.resume(run_dir)

@@ -37,7 +37,7 @@ from evaluation.proxies import get_proxy
 from evaluation.samples import make_sample, read_sample
 from evaluation.scoring import score_sample
 from evaluation.spaces import get_space
-from experiments.campaign import BASELINES, CONFIG, HOF, LOG, Prepared, cache_for, prepare
+from experiments.campaign import BASELINES, CONFIG, LOG, Prepared, cache_for, prepare, read_hall_of_fame
 from experiments.config import Config, load_config
 
 WATTS_PER_CORE = 10.0
@@ -50,10 +50,7 @@ def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
     runs = []
     for run_dir in run_dirs:
         config = load_config(run_dir / CONFIG)
-        try:
-            record = json.loads((run_dir / HOF).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ZcpError(f"{run_dir} has no readable {HOF} ({exc})") from None
+        record = read_hall_of_fame(run_dir)
         if record.get("status") != "finished":
             raise ZcpError(f"{run_dir} is not finished (finish it with `zcp resume {run_dir}`)")
         runs.append((run_dir, config, record))

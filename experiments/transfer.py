@@ -10,14 +10,13 @@ held-out samples of all runs come from the held-out split, so no cell sees a sea
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from evaluation.fitness import Fitness, make_target, rank_correlation
-from experiments.campaign import CONFIG, HOF, prepare
+from experiments.campaign import CONFIG, prepare, read_hall_of_fame
 from experiments.config import load_config
 
 
@@ -28,9 +27,9 @@ def transfer(run_dirs: list[Path]) -> tuple[dict[str, str], dict[str, dict[str, 
     for run_dir in run_dirs:
         config = load_config(run_dir / CONFIG)
         try:
-            best = json.loads((run_dir / HOF).read_text())["entries"][0]["expression"]
-        except (OSError, json.JSONDecodeError, KeyError, IndexError) as exc:
-            raise ZcpError(f"{run_dir} has no finished hall of fame ({exc})") from None
+            best = read_hall_of_fame(run_dir)["entries"][0]["expression"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ZcpError(f"{run_dir}'s hall of fame has no entries ({type(exc).__name__}: {exc})") from None
         prepared = prepare(config, run_dir, splits=("heldout",))
         rows[f"{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"] = best
         for cache in prepared.heldout:

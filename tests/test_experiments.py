@@ -1,5 +1,6 @@
 """The experiment scripts (held-out report, transfer matrix) on tiny campaigns."""
 import json
+import shutil
 
 import pytest
 
@@ -84,3 +85,30 @@ def test_campaigns_runs_each_seed_once_and_resumes(runs, tmp_path, monkeypatch):
     assert (dirs[1] / "hall_of_fame.json").stat().st_mtime_ns == before
     with pytest.raises(ZcpError, match="no campaign config nope.toml"):
         campaigns.run_seeds("nope", [0], [], tmp_path / "runs")
+
+
+def test_damaged_or_empty_halls_of_fame_are_one_line(runs, tmp_path, capsys):
+    tmp, dirs = runs
+    broken = tmp_path / "broken"
+    shutil.copytree(dirs[0], broken)
+    (broken / campaign.HOF).write_text('{"status": "finis')
+    with pytest.raises(ZcpError, match="has no readable hall_of_fame.json"):
+        heldout.report([broken], tmp_path / "out")
+    assert transfer.main([str(broken), "--out", str(tmp_path / "t.md")]) == 2
+    assert capsys.readouterr().err.startswith("transfer: error: ")
+    (broken / campaign.HOF).write_text('{"status": "running", "entries": []}')
+    with pytest.raises(ZcpError, match="hall of fame has no entries"):
+        transfer.transfer([broken])
+    with pytest.raises(ZcpError, match="is not finished"):
+        heldout.report([broken], tmp_path / "out")
+    stale = tmp_path / "runs" / "quickstart-s0"
+    shutil.copytree(broken, stale)
+    (stale / campaign.HOF).write_text("not json")
+    with pytest.raises(ZcpError, match="has no readable hall_of_fame.json"):
+        campaigns.run_seeds("quickstart", [0], [], tmp_path / "runs")
+
+
+def test_ctrl_c_message_says_how_to_go_on(runs, tmp_path):
+    tmp, dirs = runs
+    assert campaign._interrupted(dirs[0]) == f"{dirs[0]} keeps the checkpoint of generation 2: continue with `zcp resume {dirs[0]}`"
+    assert campaign._interrupted(tmp_path).startswith("no generation was finished")
