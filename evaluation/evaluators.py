@@ -1,6 +1,6 @@
 """Score batches of expression strings serially or on long-lived Ray actors holding the caches.
 
-The payload (packed cache arrays and accuracies of every target) is put in Ray's object store once;
+The payload (packed cache arrays, and each target's cache, rows and accuracies) is put in Ray's object store once;
 each actor builds its :class:`~evaluation.fitness.Fitness` from it when it starts and then receives
 only lists of strings. A batch is split into contiguous chunks, one per actor, and reassembled in
 order, so serial and Ray evaluation return identical lists. An actor that dies is restarted by Ray
@@ -20,9 +20,13 @@ from primitives.terminals import collate
 
 @dataclass(frozen=True)
 class Payload:
-    """Everything a fitness evaluator needs, as plain arrays (cheap to ship once)."""
+    """Everything a fitness evaluator needs, as plain arrays (cheap to ship once).
 
-    datasets: tuple[str, ...]
+    Target i is named ``names[i]``, scores cache ``sources[i]`` (its packed ``arrays``), at rows
+    ``rows[i]`` (None = all) with accuracies ``accuracies[i]``. Empty ``sources`` and ``rows``: one
+    target per cache, all of its rows."""
+
+    names: tuple[str, ...]
     arrays: tuple[dict[str, np.ndarray], ...]
     accuracies: tuple[np.ndarray, ...]
     terminals: tuple[str, ...]
@@ -30,10 +34,14 @@ class Payload:
     combine: str
     cost_weight: float = 0.0
     time_limit: float = TIME_LIMIT
+    sources: tuple[int, ...] = ()
+    rows: tuple[np.ndarray | None, ...] = ()
 
     def fitness(self) -> Fitness:
-        targets = [Target(d, collate(a, self.terminals), acc)
-                   for d, a, acc in zip(self.datasets, self.arrays, self.accuracies)]
+        envs = [collate(a, self.terminals) for a in self.arrays]
+        sources = self.sources or range(len(self.names))
+        rows = self.rows or (None,) * len(self.names)
+        targets = [Target(n, envs[s], acc, r) for n, s, acc, r in zip(self.names, sources, self.accuracies, rows)]
         return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight, self.time_limit)
 
 
@@ -43,7 +51,8 @@ def _chunks(items: Sequence[str], k: int) -> list[list[str]]:
 
 
 class Evaluator:
-    """``evaluator(texts) -> fitnesses``; ``backend`` 'serial' or 'ray' (``workers`` actors)."""
+    """``evaluator(texts) -> fitnesses``, ``evaluator.per_target(texts)`` -> raw correlations per target;
+    ``backend`` 'serial' or 'ray' (``workers`` actors)."""
 
     def __init__(self, payload: Payload, backend: str = "serial", workers: int = 1, address: str | None = None) -> None:
         self.backend, self.workers = backend, max(1, workers)
@@ -61,6 +70,13 @@ class Evaluator:
         self._actors = [actor.remote() for _ in range(self.workers)]
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
+        return self._map(texts, per_target=False)
+
+    def per_target(self, texts: Sequence[str]) -> list[list[float]]:
+        """Each candidate's raw correlation on each target (:meth:`Fitness.values`)."""
+        return self._map(texts, per_target=True)
+
+    def _map(self, texts: Sequence[str], per_target: bool) -> list:
         if not texts:
             return []
         if self.backend == "serial":
@@ -69,13 +85,13 @@ class Evaluator:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # as on the actors: identical results
             try:
-                return self._fitness(texts)
+                return self._fitness.values(texts) if per_target else self._fitness(texts)
             finally:
                 torch.set_num_threads(threads)
         import ray
 
         chunks = _chunks(texts, len(self._actors))
-        refs = [a.score.remote(self._payload, c) for a, c in zip(self._actors, chunks)]
+        refs = [a.score.remote(self._payload, c, per_target) for a, c in zip(self._actors, chunks)]
         parts = []
         for i, (ref, chunk) in enumerate(zip(refs, chunks)):
             attempts = 1
@@ -85,7 +101,7 @@ class Evaluator:
                     break
                 except worker_faults() as exc:
                     self._deaths.retry(attempts, exc)
-                    ref = self._actors[(i + attempts) % len(self._actors)].score.remote(self._payload, chunk)
+                    ref = self._actors[(i + attempts) % len(self._actors)].score.remote(self._payload, chunk, per_target)
                     attempts += 1
         return [f for part in parts for f in part]
 
@@ -105,9 +121,9 @@ class _Actor:
         torch.set_num_threads(1)
         self.fitness: Fitness | None = None
 
-    def score(self, payload: list, texts: list[str]) -> list[float]:
+    def score(self, payload: list, texts: list[str], per_target: bool = False) -> list:
         if self.fitness is None:
             import ray
 
             self.fitness = ray.get(payload[0]).fitness()
-        return self.fitness(texts)
+        return self.fitness.values(texts) if per_target else self.fitness(texts)

@@ -16,8 +16,10 @@ primitive call, so a candidate can overrun by one primitive at most; an overrun 
 check is a clock read, so it works the same in the serial backend and inside Ray actors (no signals,
 no threads).
 
-Multi-dataset mode scores a candidate on each dataset's cache and combines with ``min`` (the
-proxy must work everywhere) or ``mean``.
+Several targets: a candidate is scored on each :class:`Target` (a dataset's cache, a search sample
+of some kind, a subset of one, another search space's cache) and the correlations combine with
+``min`` (the proxy must work everywhere) or ``mean``. Targets that share a cache share its values
+(``env``): the expression is evaluated once per cache, and a subset target correlates its rows only.
 """
 from __future__ import annotations
 
@@ -67,20 +69,28 @@ def rank_correlation(scores: np.ndarray, truth: np.ndarray, metric: str = "kenda
 
 @dataclass(frozen=True)
 class Target:
-    """One dataset's cache (language values) and the accuracies of its networks, in cache order."""
+    """What a fitness correlates against: the language values of a cache (``env``), which of its
+    networks count (``rows``, cache positions; None = all) and their accuracies, in that order."""
 
-    dataset: str
+    name: str
     env: Mapping[str, object]
     accuracy: np.ndarray
+    rows: np.ndarray | None = None
 
 
-def make_target(cache: Cache, accuracy_by_index: np.ndarray) -> Target:
-    """Pair a cache with ground truth indexed by official architecture index."""
+def cache_accuracy(cache: Cache, accuracy_by_index: np.ndarray) -> np.ndarray:
+    """The accuracies of a cache's networks, in cache order, from ground truth indexed by official index."""
     accuracy = np.asarray(accuracy_by_index, dtype=np.float64)[cache.indices]
     if np.isnan(accuracy).any():
         raise ZcpError(f"ground truth lacks {cache.manifest['dataset']} accuracy for "
                        f"{int(np.isnan(accuracy).sum())} networks of cache {cache.path}")
-    return Target(cache.manifest["dataset"], cache.env(), accuracy)
+    return accuracy
+
+
+def make_target(cache: Cache, accuracy_by_index: np.ndarray, name: str | None = None) -> Target:
+    """Pair a cache with ground truth indexed by official architecture index (named by its dataset
+    unless ``name`` is given)."""
+    return Target(name or cache.manifest["dataset"], cache.env(), cache_accuracy(cache, accuracy_by_index))
 
 
 class Fitness:
@@ -102,19 +112,33 @@ class Fitness:
 
     def _scores(self, node: Node, time_limit: float | None) -> list[np.ndarray]:
         deadline = None if time_limit is None else time.monotonic() + time_limit
-        return [evaluate(node, t.env, deadline=deadline).numpy() for t in self.targets]
+        by_env: dict[int, np.ndarray] = {}  # one evaluation per cache, whatever its number of targets
+        out = []
+        for t in self.targets:
+            if id(t.env) not in by_env:
+                by_env[id(t.env)] = evaluate(node, t.env, deadline=deadline).numpy()
+            out.append(by_env[id(t.env)] if t.rows is None else by_env[id(t.env)][t.rows])
+        return out
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
         return [self._fitness(t) for t in texts]
 
-    def _fitness(self, text: str) -> float:
-        """Correlations combined over targets, minus the pass cost when asked; WORST when it fails."""
+    def values(self, texts: Sequence[str]) -> list[list[float]]:
+        """Each candidate's raw correlation on each target (WORST everywhere when it fails): which
+        target limits a candidate."""
+        return [self._values(t)[0] for t in texts]
+
+    def _values(self, text: str) -> tuple[list[float], Node | None]:
         try:
             node = parse(text, REGISTRY, self.types)
             scores = self._scores(node, self.time_limit)
         except Exception:  # a failing candidate must not stop a campaign
-            return WORST
-        values = [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)]
+            return [WORST] * len(self.targets), None
+        return [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)], node
+
+    def _fitness(self, text: str) -> float:
+        """Correlations combined over targets, minus the pass cost when asked; WORST when it fails."""
+        values, node = self._values(text)
         value = float(min(values) if self.combine == "min" else np.mean(values))
         if value == WORST or not self.cost_weight:
             return value

@@ -2,11 +2,14 @@
 
 Run directory:
     config.toml         the complete config (defaults filled in)
-    samples/            the search and held-out samples per dataset (re-usable sample files)
-    caches/             their terminal caches (unless [cache] dir points elsewhere)
-    log.jsonl           one line per generation: best / median fitness, size, diversity, seconds
+    samples/            the search and held-out samples, DATASET-SPLIT-SPACE-KIND.json (re-usable sample files)
+    caches/             their terminal caches, DATASET-SPLIT-SPACE-KIND-HASH (unless [cache] dir points elsewhere)
+    log.jsonl           one line per generation: best / median fitness, size, diversity, seconds; with
+                        several search targets also the best expression's fitness per target and the
+                        target that limits it (``targets``, ``limiting``)
     checkpoint.json     plain JSON with a checksum (experiments/checkpoint.py), written atomically after every generation
-    hall_of_fame.json   best distinct expressions with search fitness, and held-out scores at the end
+    hall_of_fame.json   best distinct expressions with search fitness, and at the end their fitness per
+                        search target and their held-out scores per space and dataset
 
 ``resume`` refuses a run whose config or primitive set changed since its checkpoint. Ctrl-C stops
 after the last completed generation's checkpoint; nothing of a half-done generation is kept.
@@ -30,13 +33,13 @@ from evaluation.atomic import atomic_write_text, remove_stale_temps
 from evaluation.cache import Cache, build_cache, load_cache, sample_sha
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
-from evaluation.fitness import Fitness, make_target, rank_correlation
+from evaluation.fitness import Fitness, Target, cache_accuracy, rank_correlation
 from evaluation.groundtruth import load_ground_truth
 from evaluation.paths import DataPaths
 from evaluation.samples import Sample, make_sample, write_sample
 from evaluation.spaces import get_space
 from experiments.checkpoint import read_checkpoint, write_checkpoint
-from experiments.config import Config, load_config
+from experiments.config import MIN_SUBSET_N, Config, load_config
 from gp.engine import Evolution
 from primitives.expression import parse, terminals_of
 from primitives.functions import REGISTRY
@@ -54,17 +57,40 @@ def primitive_set_digest(terminals: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps([sig, list(terminals)]).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Part:
+    """One sample of a campaign with its cache and the accuracies of its networks (cache order)."""
+
+    name: str
+    sample: Sample
+    cache: Cache
+    accuracy: np.ndarray
+
+    def target(self) -> Target:
+        return Target(self.name, self.cache.env(), self.accuracy)
+
+
 @dataclass
 class Prepared:
-    search: list[Cache]
-    heldout: list[Cache]
-    truth: dict[str, np.ndarray]
+    """A campaign's search and held-out parts; ``truth`` maps (space, dataset) to accuracy by official index."""
+
+    search: list[Part]
+    heldout: list[Part]
+    truth: dict[tuple[str, str], np.ndarray]
     terminals: tuple[str, ...]
 
 
 def campaign_terminals(config: Config) -> tuple[str, ...]:
     """The terminals a campaign caches and evolves over (all of them when the config lists none)."""
     return tuple(sorted(config.cache.terminals or TERMINALS))
+
+
+def part_name(config: Config, space: str, dataset: str, kind: str | None = None) -> str:
+    """What logs and reports call a sample: its dataset, prefixed by its space in a cross-space
+    campaign and followed by its kind when the campaign searches several kinds (``kind`` None: held-out)."""
+    c, s = config.campaign, config.sample
+    return "/".join([*([space] if len(c.spaces) > 1 else []), dataset,
+                     *([kind] if kind is not None and len(s.search_kinds) > 1 else [])])
 
 
 def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths: DataPaths | None = None,
@@ -76,43 +102,85 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
     terminals = campaign_terminals(config)
     key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
     where = (Path(k.dir) if k.dir else run_dir / "caches") / \
-        f"{dataset}-{sample.split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        f"{dataset}-{sample.split}-{sample.space}-{sample.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
                 image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
                 address=par.address or None, paths=paths, progress=progress)
-    return load_cache(where, space=c.space, dataset=dataset)
+    return load_cache(where, space=sample.space, dataset=dataset)
+
+
+def campaign_truth(config: Config, paths: DataPaths | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """(space, dataset) -> accuracy by official index, for every space and dataset of the campaign;
+    a dataset that a space's ground truth lacks is a ZcpError (in a cross-space campaign: the spaces
+    disagree on datasets)."""
+    c = config.campaign
+    truth = {}
+    for space in c.spaces:
+        gt = load_ground_truth(space, paths)
+        for dataset in c.datasets:
+            acc = gt.accuracy[dataset]
+            if np.isnan(acc).all():
+                others = [o for o in c.spaces if o != space]
+                why = f": the spaces {', '.join(c.spaces)} disagree on datasets" if others else ""
+                raise ZcpError(f"the {space} ground truth ({gt.source}) has no {dataset} accuracy{why}")
+            truth[space, dataset] = acc
+    return truth
+
+
+def subset_rows(n: int, subsets: int, seed: int) -> list[np.ndarray | None]:
+    """Rows of ``subsets`` disjoint random subsets of a sample of ``n`` (as equal as can be, each
+    sorted; ``[None]`` = the whole sample when ``subsets`` is 1)."""
+    if subsets == 1:
+        return [None]
+    return [np.sort(rows) for rows in np.array_split(np.random.default_rng(seed).permutation(n), subsets)]
 
 
 def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progress: bool | None = None,
             splits: tuple[str, ...] = ("search", "heldout")) -> Prepared:
     """Draw (or re-draw identically) the samples of ``splits`` and build (or resume) their caches
-    (a split left out keeps an empty list: reports on held-out networks need not load the search cache)."""
+    (a split left out keeps an empty list: reports on held-out networks need not load the search cache).
+
+    Search parts: one per space x dataset x search kind; held-out parts: one per space x dataset.
+    Every sample is drawn, and checked, before the first cache is built."""
     c, s = config.campaign, config.sample
-    space = get_space(c.space)
-    gt = load_ground_truth(c.space, paths)
-    search, heldout = [], []
-    for dataset in c.datasets:
-        acc = gt.accuracy[dataset]
-        for split, kind, n, out in (("search", s.search_kind, s.search_n, search),
-                                    ("heldout", s.heldout_kind, s.heldout_n, heldout)):
-            if split not in splits:
-                continue
-            sample = make_sample(space, kind, n, c.seed, split, dataset, acc, s.split_seed, s.heldout_fraction, s.bins)
-            write_sample(sample, run_dir / "samples" / f"{dataset}-{split}.json")
-            out.append(cache_for(config, sample, dataset, run_dir, paths, progress))
-    return Prepared(search, heldout, {d: gt.accuracy[d] for d in c.datasets}, campaign_terminals(config))
+    truth = campaign_truth(config, paths)
+    drawn: dict[str, list[tuple[str, Sample]]] = {"search": [], "heldout": []}
+    for space in c.spaces:
+        for dataset in c.datasets:
+            for split, kind, n in [*(("search", k, s.search_n) for k in s.search_kinds),
+                                   ("heldout", s.heldout_kind, s.heldout_n)]:
+                if split not in splits:
+                    continue
+                sample = make_sample(get_space(space), kind, n, c.seed, split, dataset, truth[space, dataset],
+                                     s.split_seed, s.heldout_fraction, s.bins)
+                name = part_name(config, space, dataset, kind if split == "search" else None)
+                if split == "search" and len(sample.indices) < s.subsets * MIN_SUBSET_N:
+                    raise ZcpError(f"the {kind} search sample of {name} holds {len(sample.indices)} networks (short "
+                                   f"bins): too few for {s.subsets} subsets of at least {MIN_SUBSET_N}")
+                write_sample(sample, run_dir / "samples" / f"{dataset}-{split}-{space}-{kind}.json")
+                drawn[split].append((name, sample))
+    parts: dict[str, list[Part]] = {"search": [], "heldout": []}
+    for split, pairs in drawn.items():
+        for name, sample in pairs:
+            cache = cache_for(config, sample, sample.dataset, run_dir, paths, progress)
+            parts[split].append(Part(name, sample, cache, cache_accuracy(cache, truth[sample.space, sample.dataset])))
+    return Prepared(parts["search"], parts["heldout"], truth, campaign_terminals(config))
 
 
-def _payload(config: Config, caches: list[Cache], truth: dict[str, np.ndarray], terminals: tuple[str, ...]) -> Payload:
-    return Payload(tuple(config.campaign.datasets), tuple(c.arrays for c in caches),
-                   tuple(np.asarray(truth[c.manifest["dataset"]])[c.indices] for c in caches),
-                   terminals, config.campaign.metric, config.campaign.combine, config.campaign.cost_weight,
-                   config.campaign.time_limit)
+def _payload(config: Config, prepared: Prepared) -> Payload:
+    """The search targets: each search part whole, or its ``subsets`` disjoint subsets."""
+    c, k = config.campaign, config.sample.subsets
+    targets = [(part.name if k == 1 else f"{part.name}/subset{j + 1}of{k}", i, rows,
+                part.accuracy if rows is None else part.accuracy[rows])
+               for i, part in enumerate(prepared.search) for j, rows in enumerate(subset_rows(len(part.accuracy), k, c.seed))]
+    names, sources, rows, accuracies = (tuple(column) for column in zip(*targets))
+    return Payload(names, tuple(part.cache.arrays for part in prepared.search), accuracies, prepared.terminals,
+                   c.metric, c.combine, c.cost_weight, c.time_limit, sources, rows)
 
 
-def heldout_report(texts: list[str], config: Config, prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:
-    """Kendall and Spearman of each expression on each dataset's held-out cache."""
-    targets = [make_target(c, prepared.truth[c.manifest["dataset"]]) for c in prepared.heldout]
+def heldout_report(texts: list[str], prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:
+    """Kendall and Spearman of each expression on each held-out part (one per space and dataset)."""
+    targets = [part.target() for part in prepared.heldout]
     fitness = Fitness(targets, prepared.terminals)
     report: dict[str, dict[str, dict[str, float]]] = {}
     for text in texts:
@@ -120,9 +188,25 @@ def heldout_report(texts: list[str], config: Config, prepared: Prepared) -> dict
             scores = fitness.scores(text)
         except ZcpError:
             scores = [np.full(len(t.accuracy), np.nan) for t in targets]
-        report[text] = {t.dataset: {m: rank_correlation(sc, t.accuracy, m) for m in ("kendall", "spearman")}
+        report[text] = {t.name: {m: rank_correlation(sc, t.accuracy, m) for m in ("kendall", "spearman")}
                         for sc, t in zip(scores, targets)}
     return report
+
+
+def _explain(line: dict[str, Any], engine: Evolution, evaluator: Evaluator, names: tuple[str, ...]) -> dict[str, Any]:
+    """With several search targets, add to a log line the best expression's fitness on each target
+    (``targets``) and the one that limits it (``limiting``, the argmin)."""
+    if len(names) > 1:
+        values = evaluator.per_target([engine.hall_of_fame.entries()[0]["expression"]])[0]
+        line["targets"] = dict(zip(names, values))
+        line["limiting"] = names[int(np.argmin(values))]
+    return line
+
+
+def _with_targets(entries: list[dict[str, Any]], evaluator: Evaluator, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Hall-of-fame entries with their search fitness on each target (``search_targets``)."""
+    values = evaluator.per_target([e["expression"] for e in entries])
+    return [{**e, "search_targets": dict(zip(names, v))} for e, v in zip(entries, values)]
 
 
 def _write_log(run_dir: Path, lines: list[dict[str, Any]]) -> None:
@@ -139,8 +223,8 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
-    evaluator = Evaluator(_payload(config, prepared.search, prepared.truth, prepared.terminals),
-                          config.parallel.backend, config.parallel.workers, config.parallel.address or None)
+    payload = _payload(config, prepared)
+    evaluator = Evaluator(payload, config.parallel.backend, config.parallel.workers, config.parallel.address or None)
     log: list[dict[str, Any]] = []
     try:
         if resume:
@@ -152,20 +236,21 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
             log = [line for line in _read_log(run_dir) if line["generation"] <= engine.generation]
         else:
             engine = Evolution(REGISTRY, types, config.gp, evaluator)
-            log.append(engine.initialise())
+            log.append(_explain(engine.initialise(), engine, evaluator, payload.names))
             _checkpoint(run_dir, engine, config, pset_digest, log)
         bar = tqdm(total=config.gp.generations, initial=engine.generation, disable=not show, desc="evolve", unit="gen")
         while engine.generation < config.gp.generations:
-            log.append(engine.step())
+            log.append(_explain(engine.step(), engine, evaluator, payload.names))
             _checkpoint(run_dir, engine, config, pset_digest, log)
             bar.update(1)
             bar.set_postfix(best=f"{log[-1]['best']:.3f}")
         bar.close()
+        hof = _with_targets(engine.hall_of_fame.entries(), evaluator, payload.names)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_interrupted(run_dir)) from None
     finally:
         evaluator.close()
-    return _final_report(run_dir, engine, config, prepared, prepare_seconds, time.perf_counter() - start)
+    return _final_report(run_dir, engine, hof, prepared, prepare_seconds, time.perf_counter() - start)
 
 
 def _interrupted(run_dir: Path) -> str:
@@ -202,18 +287,19 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Prepared, prepare_seconds: float,
-                  seconds: float) -> dict[str, Any]:
-    entries = [dict(entry) for entry in engine.hall_of_fame.entries()]
+def _final_report(run_dir: Path, engine: Evolution, entries: list[dict[str, Any]], prepared: Prepared,
+                  prepare_seconds: float, seconds: float) -> dict[str, Any]:
+    """The finished hall of fame: ``entries`` (with their per-target search fitness) and the baselines,
+    scored on every held-out part."""
     available = {n: t for n, t in BASELINES.items()
                  if terminals_of(parse(t, REGISTRY, terminal_types())) <= set(prepared.terminals)}
-    report = heldout_report([e["expression"] for e in entries] + list(available.values()), config, prepared)
+    report = heldout_report([e["expression"] for e in entries] + list(available.values()), prepared)
     for e in entries:
         e["heldout"] = report[e["expression"]]
         e["passes"] = passes_needed(terminals_of(parse(e["expression"], REGISTRY, terminal_types())))
     record = {"status": "finished", "generation": engine.generation, "seconds_this_run": round(seconds, 1),
               "cache_seconds_this_run": round(prepare_seconds, 1), "evaluations": len(engine.memo),
-              "search_n": [len(c.indices) for c in prepared.search], "heldout_n": [len(c.indices) for c in prepared.heldout],
+              "search_n": [len(p.accuracy) for p in prepared.search], "heldout_n": [len(p.accuracy) for p in prepared.heldout],
               "entries": entries, "baselines": {n: {"expression": t, "heldout": report[t]} for n, t in available.items()}}
     atomic_write_text(run_dir / HOF, json.dumps(record, indent=1) + "\n")
     return record

@@ -3,13 +3,23 @@
     [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'),
                 cost_weight (fitness minus this x passes per network; 0 = off), seed,
                 time_limit (seconds one candidate may take; an overrun scores worst)
-    [sample]    search_kind, search_n, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
+    [sample]    search_kind, search_n, subsets, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
     [cache]     batch_size, images, signal, terminals (empty = all), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
     [parallel]  backend ('serial' | 'ray'), workers, address (empty = local Ray)
 
 Every value has a default; the run directory keeps the complete config (defaults filled in), and its
 hash guards ``zcp resume`` against a changed config.
+
+Search targets. The fitness of a campaign combines (``combine``) the correlations on every search
+target: one per space x dataset x search kind x subset. ``space`` and ``search_kind`` take one name or
+a list of names: ``space = ["tss", "sss"]`` is a cross-space campaign (one language, one hall of
+fame, a search and a held-out cache per space and dataset; the spaces' ground truths must all have
+every dataset); ``search_kind = ["random", "stratified"]`` evolves on several samples of the search
+split at once (robust fitness); ``subsets = k`` splits each search sample into k disjoint random
+subsets of at least ``MIN_SUBSET_N`` networks, each a target (EZNAS's fitness: the minimum over
+subsets). Held-out samples come from the held-out split of each space, disjoint from every search
+sample.
 """
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ from typing import Any
 from evaluation.datasets import check_dataset
 from evaluation.errors import ZcpError
 from evaluation.fitness import TIME_LIMIT, options_problem
+from evaluation.samples import KINDS, split_indices
 from evaluation.spaces import get_space
 from gp.engine import GPConfig
 from primitives.expression import parse
@@ -31,9 +42,26 @@ from primitives.functions import REGISTRY
 from primitives.terminals import TERMINALS, terminal_types
 
 
+MIN_SUBSET_N = 10
+"""Fewest networks a search subset may hold: a Kendall tau over fewer is mostly noise."""
+ONE_OR_MORE = {"one_or_more": True}
+"""Field metadata: the key takes a name or a list of names (one name is kept as a plain string)."""
+
+
+def names(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The names of a one-or-more field as a tuple."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _distinct(key: str, values: tuple[str, ...]) -> None:
+    doubled = sorted({v for v in values if values.count(v) > 1})
+    if doubled:
+        raise ValueError(f"{key} names {doubled[0]!r} twice")
+
+
 @dataclass(frozen=True)
 class CampaignSection:
-    space: str = "tss"
+    space: str | tuple[str, ...] = field(default="tss", metadata=ONE_OR_MORE)
     datasets: tuple[str, ...] = ("cifar10",)
     metric: str = "kendall"
     combine: str = "min"
@@ -42,20 +70,49 @@ class CampaignSection:
     time_limit: float = TIME_LIMIT
 
     def __post_init__(self) -> None:
+        _distinct("space", self.spaces)
+        _distinct("datasets", self.datasets)
         problem = options_problem(self.metric, self.combine, self.cost_weight, self.time_limit)
         if problem:
             raise ValueError(problem)
 
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        return names(self.space)
+
 
 @dataclass(frozen=True)
 class SampleSection:
-    search_kind: str = "random"
+    search_kind: str | tuple[str, ...] = field(default="random", metadata=ONE_OR_MORE)
     search_n: int = 200
+    subsets: int = 1
     heldout_kind: str = "random"
     heldout_n: int = 200
     split_seed: int = 0
     heldout_fraction: float = 0.5
     bins: int = 10
+
+    def __post_init__(self) -> None:
+        for key, kind in [*(("search_kind", k) for k in self.search_kinds), ("heldout_kind", self.heldout_kind)]:
+            if kind not in KINDS:
+                raise ValueError(f"{key} {kind!r} is not one of {', '.join(KINDS)}")
+        _distinct("search_kind", self.search_kinds)
+        problems = [
+            (self.search_n >= 1 and self.heldout_n >= 1, "search_n and heldout_n must be >= 1"),
+            (self.bins >= 1, "bins must be >= 1"),
+            (0.0 < self.heldout_fraction < 1.0, f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}"),
+            (self.subsets >= 1, f"subsets must be >= 1, got {self.subsets}"),
+            (self.search_n >= self.subsets * MIN_SUBSET_N,
+             f"subsets = {self.subsets} needs search_n >= {self.subsets * MIN_SUBSET_N} "
+             f"(at least {MIN_SUBSET_N} networks per subset), got {self.search_n}"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def search_kinds(self) -> tuple[str, ...]:
+        return names(self.search_kind)
 
 
 @dataclass(frozen=True)
@@ -116,7 +173,9 @@ def _section(cls: type, raw: Any, name: str, where: str) -> Any:
     defaults = cls()
     for key, value in raw.items():
         default = getattr(defaults, key)
-        if isinstance(default, tuple):
+        if known[key].metadata.get("one_or_more"):
+            value = _one_or_more(value, f"{where}: {name}.{key}")
+        elif isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ZcpError(f"{where}: {name}.{key} must be a list of strings, got {value!r}")
             value = tuple(value)
@@ -132,6 +191,28 @@ def _section(cls: type, raw: Any, name: str, where: str) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise ZcpError(f"{where}: [{name}] {exc}") from None
+
+
+def _one_or_more(value: Any, where: str) -> str | tuple[str, ...]:
+    """A name, or a list of names (a one-name list becomes the name itself, so configs compare equal)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ZcpError(f"{where} must be a name or a non-empty list of names, got {value!r}")
+    return value[0] if len(value) == 1 else tuple(value)
+
+
+def _check_splits(config: Config, where: str) -> None:
+    """Every random sample the config asks for fits in its split of every space (binned kinds take what
+    their bins hold and say so in the sample's notes)."""
+    s = config.sample
+    for space in config.campaign.spaces:
+        size = get_space(space).size
+        for split, kinds, n in (("search", s.search_kinds, s.search_n), ("heldout", (s.heldout_kind,), s.heldout_n)):
+            pool = len(split_indices(size, split, s.split_seed, s.heldout_fraction))
+            if "random" in kinds and n > pool:
+                raise ZcpError(f"{where}: sample.{split}_n = {n}: a random sample cannot hold more than the "
+                               f"{pool} networks of the {space} {split} split")
 
 
 def _override(raw: dict[str, Any], setting: str) -> None:
@@ -162,7 +243,9 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     if unknown:
         raise ZcpError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
     config = Config(**{name: _section(SECTIONS[name], raw[name], name, where) for name in raw})
-    get_space(config.campaign.space)
+    for space in config.campaign.spaces:
+        get_space(space)
+    _check_splits(config, where)
     for dataset in config.campaign.datasets:
         check_dataset(dataset)
     if not config.campaign.datasets:

@@ -4,8 +4,8 @@
         --out results/tss-cifar10
 
 The runs are seeds of one campaign (configs equal but for ``[gp] seed``). Each run's best expression
-(highest search fitness) is scored on two held-out samples per dataset, both drawn from the held-out
-split only: ``random`` (the campaign's own held-out sample) and ``stratified`` (equal counts from
+(highest search fitness) is scored on two held-out samples per dataset (per space and dataset for a
+cross-space campaign, named ``SPACE/DATASET``), both drawn from the held-out split only: ``random`` (the campaign's own held-out sample) and ``stratified`` (equal counts from
 ``bins`` equal-width accuracy bins; short bins give all they have). Next to them, on the same networks:
 the baselines that the language expresses exactly (``experiments.campaign.BASELINES``, from the cache)
 and, with ``--zoo``, hand-designed proxies of the zoo run on the live networks with the cache's batch,
@@ -32,12 +32,12 @@ from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from evaluation.report import evaluate as metrics_row
 from evaluation.report import plot_scatter
-from evaluation.fitness import Fitness, make_target
+from evaluation.fitness import Fitness, cache_accuracy
 from evaluation.proxies import get_proxy
-from evaluation.samples import make_sample, read_sample
+from evaluation.samples import make_sample
 from evaluation.scoring import score_sample
 from evaluation.spaces import get_space
-from experiments.campaign import BASELINES, CONFIG, LOG, Prepared, cache_for, prepare, read_hall_of_fame
+from experiments.campaign import BASELINES, CONFIG, LOG, Part, Prepared, cache_for, prepare, read_hall_of_fame
 from experiments.config import Config, load_config
 
 WATTS_PER_CORE = 10.0
@@ -62,17 +62,19 @@ def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
     return runs
 
 
-def _stratified(config: Config, run_dir: Path, truth: dict[str, np.ndarray], n: int, bins: int) -> list:
-    """(sample, cache) of each dataset's stratified held-out sample."""
+def _stratified(config: Config, run_dir: Path, prepared: Prepared, n: int, bins: int) -> list[Part]:
+    """The stratified held-out sample of each held-out part (space and dataset), with its cache."""
     c, s = config.campaign, config.sample
-    pairs = []
-    for dataset in c.datasets:
-        sample = make_sample(get_space(c.space), "stratified", n, c.seed, "heldout", dataset, truth[dataset],
-                             s.split_seed, s.heldout_fraction, bins)
+    parts = []
+    for part in prepared.heldout:
+        space, dataset = part.sample.space, part.sample.dataset
+        sample = make_sample(get_space(space), "stratified", n, c.seed, "heldout", dataset,
+                             prepared.truth[space, dataset], s.split_seed, s.heldout_fraction, bins)
         for note in sample.notes:
-            print(f"stratified {dataset}: {note}", file=sys.stderr)
-        pairs.append((sample, cache_for(config, sample, dataset, run_dir)))
-    return pairs
+            print(f"stratified {part.name}: {note}", file=sys.stderr)
+        cache = cache_for(config, sample, dataset, run_dir)
+        parts.append(Part(part.name, sample, cache, cache_accuracy(cache, prepared.truth[space, dataset])))
+    return parts
 
 
 def _cell(name: str, scores: np.ndarray, accuracy: np.ndarray, resamples: int) -> dict[str, Any]:
@@ -80,25 +82,24 @@ def _cell(name: str, scores: np.ndarray, accuracy: np.ndarray, resamples: int) -
     return {"n": row.n, **row.values, **{f"{m}_ci": list(ci) for m, ci in row.intervals.items()}}
 
 
-def _score(texts: dict[str, str], zoo: list[str], pairs: list, config: Config, prepared: Prepared, scores_dir: Path,
-           resamples: int) -> dict[str, dict[str, Any]]:
-    """dataset -> name -> {n, metric: value, metric_ci: [lo, hi]} on the (sample, cache) ``pairs``, with
+def _score(texts: dict[str, str], zoo: list[str], parts: list[Part], config: Config, terminals: tuple[str, ...],
+           scores_dir: Path, resamples: int) -> dict[str, dict[str, Any]]:
+    """part name -> proxy name -> {n, metric: value, metric_ci: [lo, hi]} on the held-out ``parts``, with
     the metrics and bootstrap of ``zcp compare`` (evaluation/report.py), so evolved proxies and the zoo
     read alike."""
     out: dict[str, dict[str, Any]] = {}
-    for sample, cache in pairs:
-        target = make_target(cache, prepared.truth[cache.manifest["dataset"]])
-        fitness = Fitness([target], prepared.terminals)
-        table = out[target.dataset] = {name: _cell(name, fitness.scores(text)[0], target.accuracy, resamples)
-                                       for name, text in texts.items()}
-        m, p = cache.manifest, config.parallel
+    for part in parts:
+        fitness = Fitness([part.target()], terminals)
+        table = out[part.name] = {name: _cell(name, fitness.scores(text)[0], part.accuracy, resamples)
+                                  for name, text in texts.items()}
+        m, p = part.cache.manifest, config.parallel
         for ref in zoo:
-            scores = score_sample(ref, sample, target.dataset, scores_dir, batch_size=m["batch_size"], seed=m["seed"],
-                                  image_source=m["image_source"], backend=p.backend, workers=p.workers,
+            scores = score_sample(ref, part.sample, part.sample.dataset, scores_dir, batch_size=m["batch_size"],
+                                  seed=m["seed"], image_source=m["image_source"], backend=p.backend, workers=p.workers,
                                   address=p.address or None)
-            if not np.array_equal(scores.indices, cache.indices):
-                raise ZcpError(f"held-out sample and cache {cache.path} list different networks: rebuild the cache")
-            table[zoo_name(ref)] = _cell(ref, scores.values, target.accuracy, resamples)
+            if not np.array_equal(scores.indices, part.cache.indices):
+                raise ZcpError(f"held-out sample and cache {part.cache.path} list different networks: rebuild the cache")
+            table[zoo_name(ref)] = _cell(ref, scores.values, part.accuracy, resamples)
     return out
 
 
@@ -149,8 +150,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str], kendall: float, cache,
-           prepared: Prepared, out: Path) -> None:
+def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str], kendall: float, part: Part,
+           terminals: tuple[str, ...], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,9 +169,8 @@ def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str
     fig.savefig(out / "fitness.png", dpi=120)
     plt.close(fig)
 
-    target = make_target(cache, prepared.truth[cache.manifest["dataset"]])
-    scores = Fitness([target], prepared.terminals).scores(best[1])[0]
-    plot_scatter(best[0], scores, target.accuracy, kendall, out / "scatter.png")
+    scores = Fitness([part.target()], terminals).scores(best[1])[0]
+    plot_scatter(best[0], scores, part.accuracy, kendall, out / "scatter.png")
 
 
 def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, resamples: int = 1000,
@@ -181,14 +181,13 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     for ref in zoo:
         get_proxy(ref)
     prepared = prepare(config, run_dir, splits=("heldout",))
-    random = [(read_sample(run_dir / "samples" / f"{c.manifest['dataset']}-heldout.json"), c) for c in prepared.heldout]
-    stratified = _stratified(config, run_dir, prepared.truth, stratified_n or config.sample.heldout_n, config.sample.bins)
+    stratified = _stratified(config, run_dir, prepared, stratified_n or config.sample.heldout_n, config.sample.bins)
     texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
     result = {"runs": [str(r) for r, _, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo},
-              "random": _score(texts, list(zoo), random, config, prepared, scores_dir, resamples),
-              "stratified": _score(texts, list(zoo), stratified, config, prepared, scores_dir, resamples),
+              "random": _score(texts, list(zoo), prepared.heldout, config, prepared.terminals, scores_dir, resamples),
+              "stratified": _score(texts, list(zoo), stratified, config, prepared.terminals, scores_dir, resamples),
               "cost": _cost(runs)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
@@ -196,7 +195,7 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     best_run = max(runs, key=lambda r: r[2]["entries"][0]["fitness"])
     name = f"evolved (seed {best_run[1].gp.seed})"
     first = prepared.heldout[0]
-    _plots(runs, (name, texts[name]), result["random"][first.manifest["dataset"]][name]["kendall"], first, prepared, out)
+    _plots(runs, (name, texts[name]), result["random"][first.name][name]["kendall"], first, prepared.terminals, out)
     return result
 
 

@@ -3,8 +3,9 @@
     .venv/bin/python -m experiments.transfer runs/tss-cifar10-s0 runs/tss-cifar100-s0 runs/tss-in16-s0 \\
         --out results/transfer.md
 
-Each run contributes its best expression (row, labelled by the datasets it was evolved on) and the
-held-out caches of its datasets (columns). Every expression is scored on every column's cache; the
+Each run contributes its best expression (row, labelled by the spaces and datasets it was evolved on)
+and the held-out caches of its spaces and datasets (columns; named ``SPACE/DATASET`` when the runs
+span several spaces). Every expression is scored on every column's cache; the
 held-out samples of all runs come from the held-out split, so no cell sees a search network.
 """
 from __future__ import annotations
@@ -15,36 +16,38 @@ from pathlib import Path
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
-from evaluation.fitness import Fitness, make_target, rank_correlation
+from evaluation.fitness import Fitness, Target, rank_correlation
 from experiments.campaign import CONFIG, prepare, read_hall_of_fame
 from experiments.config import load_config
 
 
 def transfer(run_dirs: list[Path]) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
-    """(row label -> expression, row label -> dataset -> held-out Kendall tau)."""
+    """(row label -> expression, row label -> column (dataset, or space/dataset) -> held-out Kendall tau)."""
     rows: dict[str, str] = {}
-    columns = {}
-    for run_dir in run_dirs:
-        config = load_config(run_dir / CONFIG)
+    columns: dict[tuple[str, str], tuple[Target, tuple[str, ...]]] = {}
+    configs = [load_config(run_dir / CONFIG) for run_dir in run_dirs]
+    several = len({space for config in configs for space in config.campaign.spaces}) > 1
+    for run_dir, config in zip(run_dirs, configs):
         try:
             best = read_hall_of_fame(run_dir)["entries"][0]["expression"]
         except (KeyError, IndexError, TypeError) as exc:
             raise ZcpError(f"{run_dir}'s hall of fame has no entries ({type(exc).__name__}: {exc})") from None
         prepared = prepare(config, run_dir, splits=("heldout",))
-        rows[f"{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"] = best
-        for cache in prepared.heldout:
-            dataset = cache.manifest["dataset"]
-            columns.setdefault(dataset, (make_target(cache, prepared.truth[dataset]), prepared.terminals))
+        space = f"{'+'.join(config.campaign.spaces)} " if several else ""
+        rows[f"{space}{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"] = best
+        for part in prepared.heldout:
+            columns.setdefault((part.sample.space, part.sample.dataset), (part.target(), prepared.terminals))
     matrix = {}
     for label, text in rows.items():
         matrix[label] = {}
-        for dataset, (target, terminals) in columns.items():
+        for (space, dataset), (target, terminals) in columns.items():
+            column = f"{space}/{dataset}" if several else dataset
             try:
                 scores = Fitness([target], terminals).scores(text)[0]
             except ZcpError:  # the expression needs a terminal that column's cache lacks
-                matrix[label][dataset] = float("nan")
+                matrix[label][column] = float("nan")
                 continue
-            matrix[label][dataset] = rank_correlation(scores, target.accuracy)
+            matrix[label][column] = rank_correlation(scores, target.accuracy)
     return rows, matrix
 
 

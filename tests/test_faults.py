@@ -135,7 +135,7 @@ def test_actor_killed_mid_generation_is_replaced(ray_session, payload, capfd):
 
 @pytest.mark.slow
 def test_the_time_limit_holds_inside_ray_actors(ray_session, payload):
-    quick = Payload(payload.datasets, payload.arrays, payload.accuracies, payload.terminals, "kendall", "min",
+    quick = Payload(payload.names, payload.arrays, payload.accuracies, payload.terminals, "kendall", "min",
                     time_limit=1e-9)
     evaluator = Evaluator(quick, "ray", workers=2)
     try:  # every candidate with a primitive runs past a nanosecond
