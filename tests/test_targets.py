@@ -1,0 +1,214 @@
+"""Campaigns with several search targets: robust fitness (several search kinds, disjoint subsets) and
+cross-space campaigns (TSS + SSS, one language, one hall of fame); held-out disjointness, serial ==
+Ray, resume, export to both spaces, and the bad configs of both."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.cache import load_cache
+from evaluation.errors import ZcpError
+from evaluation.images import load_batch
+from evaluation.paths import resolve_paths
+from evaluation.samples import read_sample
+from evaluation.spaces import get_space
+from experiments import campaign, heldout, transfer
+from experiments.config import parse_config
+from gp.engine import Evolution
+from gp.export import export_run, load_proxy
+from primitives.expression import evaluate, parse
+from primitives.functions import REGISTRY
+from primitives.terminals import terminal_types
+from tests.campaigns import tiny_config
+
+ROBUST = ['sample.search_kind=["random", "stratified"]', "sample.search_n=20", "sample.subsets=2", "sample.bins=4"]
+ROBUST_TARGETS = ["cifar10/random/subset1of2", "cifar10/random/subset2of2",
+                  "cifar10/stratified/subset1of2", "cifar10/stratified/subset2of2"]
+CROSS = ['campaign.space=["tss", "sss"]']
+GENERATIONS = 4
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("targets")
+
+
+def _start(tmp, out, overrides, backend="serial"):
+    (tmp / out).mkdir()
+    config = tiny_config(tmp / out, tmp / "caches", generations=GENERATIONS, population=16, backend=backend)
+    return campaign.start(config, tmp / out / "run", progress=False, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def robust(tmp):
+    return tmp / "robust" / "run", _start(tmp, "robust", ROBUST)
+
+
+@pytest.fixture(scope="module")
+def cross(tmp):
+    return tmp / "cross" / "run", _start(tmp, "cross", CROSS)
+
+
+def _log(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+def test_robust_fitness_is_the_minimum_and_the_log_names_the_limiting_target(robust):
+    run_dir, record = robust
+    for entry in record["entries"]:
+        assert list(entry["search_targets"]) == ROBUST_TARGETS
+        assert entry["fitness"] == pytest.approx(min(entry["search_targets"].values()))
+        assert set(entry["heldout"]) == {"cifar10"}
+    log = _log(run_dir)
+    assert [line["generation"] for line in log] == list(range(GENERATIONS + 1))
+    for line in log:
+        assert list(line["targets"]) == ROBUST_TARGETS
+        assert line["limiting"] == min(line["targets"], key=line["targets"].get)
+        assert line["best"] == pytest.approx(line["targets"][line["limiting"]])
+    assert record["search_n"] == [20, 20] and record["heldout_n"] == [12]
+
+
+def _samples(run_dir):
+    return {p.stem: read_sample(p) for p in (run_dir / "samples").glob("*.json")}
+
+
+def test_heldout_networks_are_disjoint_from_every_search_sample(robust, cross):
+    for run_dir, kinds, spaces in ((robust[0], ("random", "stratified"), ("tss",)), (cross[0], ("random",), ("tss", "sss"))):
+        samples = _samples(run_dir)
+        assert set(samples) == {f"cifar10-{split}-{space}-{kind}" for space in spaces
+                                for split, kind in [*(("search", k) for k in kinds), ("heldout", "random")]}
+        for space in spaces:
+            held = set(samples[f"cifar10-heldout-{space}-random"].indices)
+            for kind in kinds:
+                search = samples[f"cifar10-search-{space}-{kind}"]
+                assert search.space == space and search.split == "search" and not held & set(search.indices)
+    rows = campaign.subset_rows(23, 3, seed=0)
+    assert sorted(np.concatenate(rows).tolist()) == list(range(23)) and [len(r) for r in rows] == [8, 8, 7]
+    assert all(np.array_equal(a, b) for a, b in zip(rows, campaign.subset_rows(23, 3, seed=0)))
+
+
+def test_a_robust_campaign_gives_the_same_result_serial_and_on_ray(robust, tmp):
+    import ray
+
+    try:
+        record = _start(tmp, "robust-ray", ROBUST, backend="ray")
+    finally:
+        ray.shutdown()
+    assert record["entries"] == robust[1]["entries"]
+    assert _log(tmp / "robust-ray" / "run") == _log(robust[0])
+
+
+def test_a_resumed_robust_campaign_equals_an_uninterrupted_one(robust, tmp, monkeypatch):
+    real = Evolution.step
+
+    def interrupted(self):
+        if self.generation == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Evolution, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="zcp resume"):
+        _start(tmp, "robust-resumed", ROBUST)
+    monkeypatch.undo()
+    run_dir = tmp / "robust-resumed" / "run"
+    assert json.loads((run_dir / "hall_of_fame.json").read_text())["generation"] == 2
+    assert campaign.resume(run_dir, progress=False)["entries"] == robust[1]["entries"]
+    assert _log(run_dir) == _log(robust[0])
+
+
+def test_a_cross_space_campaign_searches_and_reports_both_spaces(cross, tmp):
+    run_dir, record = cross
+    names = ["tss/cifar10", "sss/cifar10"]
+    for entry in record["entries"]:
+        assert list(entry["search_targets"]) == names and list(entry["heldout"]) == names
+        assert entry["fitness"] == pytest.approx(min(entry["search_targets"].values()))
+    assert all(line["limiting"] in names for line in _log(run_dir))
+    assert record["search_n"] == [12, 12] and record["heldout_n"] == [12, 12]
+    assert {p.name.rsplit("-", 1)[0] for p in (tmp / "caches").glob("cifar10-*-sss-*")} == \
+        {"cifar10-search-sss-random", "cifar10-heldout-sss-random"}
+    result = heldout.report([run_dir], tmp / "cross-report", stratified_n=10, resamples=20)
+    for protocol in ("random", "stratified"):
+        assert list(result[protocol]) == names
+    assert "sss/cifar10, stratified held-out" in (tmp / "cross-report" / "results.md").read_text()
+    rows, matrix = transfer.transfer([run_dir])
+    assert list(rows) == ["tss+sss cifar10 (seed 0)"] and list(matrix["tss+sss cifar10 (seed 0)"]) == names
+
+
+def test_the_exported_cross_space_proxy_scores_both_spaces_networks(cross, tmp):
+    run_dir, _ = cross
+    exported = export_run(run_dir, tmp / "cross-exports", top=3, timeout=30)
+    images = load_batch("cifar10", 4, 0, "gaussian").images
+    for space in ("tss", "sss"):
+        cache = load_cache(next((tmp / "caches").glob(f"cifar10-search-{space}-*")))
+        torch.manual_seed(0)  # as the cache built it: the campaign's seed right before the build
+        model = get_space(space).build(int(cache.indices[0]), "cifar10")
+        for item in exported:
+            text = item["expression"]
+            in_campaign = evaluate(parse(text, REGISTRY, terminal_types(cache.manifest["terminals"])), cache.env())
+            got = load_proxy(tmp / "cross-exports" / item["files"]["py"])(model, images)
+            assert np.isfinite(got) and got == pytest.approx(float(in_campaign[0]), rel=1e-6), (space, text)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("[sample]\nsearch_kind = 'strata'\n", "search_kind 'strata' is not one of random, stratified, quantile"),
+    ("[sample]\nsearch_kind = ['random', 'random']\n", "search_kind names 'random' twice"),
+    ("[sample]\nsearch_kind = []\n", "sample.search_kind must be a name or a non-empty list of names"),
+    ("[sample]\nheldout_kind = 'best'\n", "heldout_kind 'best' is not one of"),
+    ("[sample]\nsubsets = 0\n", "subsets must be >= 1"),
+    ("[sample]\nsearch_n = 50\nsubsets = 6\n", "subsets = 6 needs search_n >= 60 \\(at least 10 networks per subset\\)"),
+    ("[sample]\nsearch_n = 7900\n", "sample.search_n = 7900: a random sample cannot hold more than the 7813 "
+                                    "networks of the tss search split"),
+    ("[campaign]\nspace = ['sss']\n[sample]\nheldout_n = 20000\n", "more than the 16384 networks of the sss heldout"),
+    ("[campaign]\nspace = ['tss', 'nb201']\n", "unknown search space 'nb201'"),
+    ("[campaign]\nspace = ['tss', 'tss']\n", "space names 'tss' twice"),
+    ("[campaign]\nspace = 3\n", "campaign.space must be a name or a non-empty list of names, got 3"),
+])
+def test_bad_target_configs_are_one_line_errors(text, match):
+    with pytest.raises(ZcpError, match=match) as info:
+        parse_config(text)
+    assert "\n" not in str(info.value)
+
+
+def test_target_configs_round_trip_and_old_configs_read_unchanged():
+    config = parse_config("[campaign]\nspace = ['tss', 'sss']\n[sample]\nsearch_kind = ['random', 'quantile']\n"
+                          "search_n = 40\nsubsets = 4\n")
+    assert config.campaign.spaces == ("tss", "sss") and config.sample.search_kinds == ("random", "quantile")
+    assert parse_config(config.to_toml()) == config
+    plain = parse_config("[campaign]\nspace = 'tss'\n")
+    assert plain.campaign.space == "tss" and plain.sample.search_kind == "random" and plain.sample.subsets == 1
+    assert parse_config("[campaign]\nspace = ['tss']\n") == plain  # a one-name list is the name
+    # a stratified sample larger than its split can give is drawn short, with a note: not a config error
+    assert parse_config("[sample]\nsearch_kind = 'stratified'\nsearch_n = 9000\n").sample.search_n == 9000
+
+
+def test_a_search_sample_drawn_too_short_for_its_subsets_is_one_line(tmp):
+    # the low-accuracy bins of the TSS search split are short: 1,000 stratified give about 530 networks
+    config = parse_config("[sample]\nsearch_kind = 'stratified'\nsearch_n = 1000\nsubsets = 100\n")
+    with pytest.raises(ZcpError, match=r"the stratified search sample of cifar10 holds \d+ networks \(short bins\): "
+                                       "too few for 100 subsets of at least 10"):
+        campaign.prepare(config, tmp / "short")
+    assert not (tmp / "short" / "caches").exists()  # refused before any cache was built
+
+
+def test_spaces_that_disagree_on_datasets_are_one_line(tmp):
+    table = tmp / "sss-no-cifar100.csv"
+    write_sss_table_without(table, "cifar100")
+    config = parse_config("[campaign]\nspace = ['tss', 'sss']\ndatasets = ['cifar10', 'cifar100']\n")
+    paths = resolve_paths(sss_table=table)
+    with pytest.raises(ZcpError, match=f"the sss ground truth \\(table {table}\\) has no cifar100 accuracy: "
+                                       "the spaces tss, sss disagree on datasets"):
+        campaign.campaign_truth(config, paths)
+    assert set(campaign.campaign_truth(parse_config("[campaign]\nspace = ['tss', 'sss']\n"), paths)) == \
+        {("tss", "cifar10"), ("sss", "cifar10")}
+
+
+def write_sss_table_without(path, dataset):
+    """A complete SSS ground-truth table (made-up numbers) whose ``dataset`` columns are empty."""
+    from evaluation.groundtruth import TABLE_COLUMNS
+
+    space = get_space("sss")
+    cells = ["" if column.startswith(dataset + "_") else "50.0" for column in TABLE_COLUMNS[2:]]
+    rows = [",".join([str(i), space.arch_str(i), *cells]) for i in range(space.size)]
+    path.write_text("\n".join([",".join(TABLE_COLUMNS), *rows]) + "\n")
