@@ -1,5 +1,9 @@
-"""A tiny campaign config for tests: 12 + 12 networks, batch 4, Gaussian images, a few terminals."""
+"""A tiny campaign config for tests: 12 + 12 networks, batch 4, Gaussian images, a few terminals;
+a made-up ground-truth table that lacks a dataset."""
 from pathlib import Path
+
+from evaluation.groundtruth import TABLE_COLUMNS
+from evaluation.spaces import get_space
 
 TINY = """
 [campaign]
@@ -27,4 +31,13 @@ def tiny_config(folder: Path, cache_dir: Path, generations: int = 4, backend: st
     path = folder / "c.toml"
     path.write_text(TINY.format(terminals=TERMS, cache_dir=cache_dir, generations=generations, backend=backend,
                                 population=population))
+    return path
+
+
+def write_table_without(path: Path, space: str, dataset: str) -> Path:
+    """A complete ground-truth table of ``space`` (made-up numbers) whose ``dataset`` columns are empty."""
+    searchspace = get_space(space)
+    cells = ["" if column.startswith(dataset + "_") else "50.0" for column in TABLE_COLUMNS[2:]]
+    rows = [",".join([str(i), searchspace.arch_str(i), *cells]) for i in range(searchspace.size)]
+    path.write_text("\n".join([",".join(TABLE_COLUMNS), *rows]) + "\n")
     return path

@@ -16,6 +16,7 @@ from evaluation.samples import make_sample, write_sample
 from evaluation.spaces import get_space
 from experiments.checkpoint import write_checkpoint
 from experiments.cli import main
+from tests.campaigns import write_table_without
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = make_sample(get_space("tss"), "random", 2, 5)
@@ -112,6 +113,18 @@ CASES = {
                      "time_limit must be > 0 seconds"),
     "config-dataset": ("config names an unknown dataset",
                        lambda t, c: _config(t, "[campaign]\ndatasets = ['cifar10-valid']\n"), "unknown dataset"),
+    "config-kind": ("config names an unknown search sample kind",
+                    lambda t, c: _config(t, "[sample]\nsearch_kind = ['random', 'strata']\n"),
+                    "search_kind 'strata' is not one of random, stratified, quantile"),
+    "config-subsets": ("config asks for more search subsets than its sample can fill",
+                       lambda t, c: _config(t, "[sample]\nsearch_n = 50\nsubsets = 6\n"), "subsets = 6 needs search_n >= 60"),
+    "config-sample-n": ("config asks for a random sample larger than its split",
+                        lambda t, c: _config(t, "[sample]\nsearch_n = 7900\n"),
+                        "cannot hold more than the 7813 networks of the tss search split"),
+    "config-spaces": ("cross-space config whose spaces disagree on datasets",
+                      lambda t, c: [*_config(t, "[campaign]\nspace = ['tss', 'sss']\ndatasets = ['cifar100']\n"),
+                                    "--sss-table", str(write_table_without(t / "sss.csv", "sss", "cifar100"))],
+                      "has no cifar100 accuracy: the spaces tss, sss disagree on datasets"),
     "arg-choice": ("unknown search space on the command line",
                    lambda t, c: _build(t, space="nb101"), "invalid choice: 'nb101'"),
     "arg-int": ("a number argument that is not a number", lambda t, c: _build(t, "--batch-size", "many"),

@@ -20,7 +20,7 @@ from gp.export import export_run, load_proxy
 from primitives.expression import evaluate, parse
 from primitives.functions import REGISTRY
 from primitives.terminals import terminal_types
-from tests.campaigns import tiny_config
+from tests.campaigns import tiny_config, write_table_without
 
 ROBUST = ['sample.search_kind=["random", "stratified"]', "sample.search_n=20", "sample.subsets=2", "sample.bins=4"]
 ROBUST_TARGETS = ["cifar10/random/subset1of2", "cifar10/random/subset2of2",
@@ -194,7 +194,7 @@ def test_a_search_sample_drawn_too_short_for_its_subsets_is_one_line(tmp):
 
 def test_spaces_that_disagree_on_datasets_are_one_line(tmp):
     table = tmp / "sss-no-cifar100.csv"
-    write_sss_table_without(table, "cifar100")
+    write_table_without(table, "sss", "cifar100")
     config = parse_config("[campaign]\nspace = ['tss', 'sss']\ndatasets = ['cifar10', 'cifar100']\n")
     paths = resolve_paths(sss_table=table)
     with pytest.raises(ZcpError, match=f"the sss ground truth \\(table {table}\\) has no cifar100 accuracy: "
@@ -204,11 +204,14 @@ def test_spaces_that_disagree_on_datasets_are_one_line(tmp):
         {("tss", "cifar10"), ("sss", "cifar10")}
 
 
-def write_sss_table_without(path, dataset):
-    """A complete SSS ground-truth table (made-up numbers) whose ``dataset`` columns are empty."""
-    from evaluation.groundtruth import TABLE_COLUMNS
+def test_every_shipped_config_loads_and_round_trips():
+    from experiments.campaigns import CONFIGS
+    from experiments.config import load_config
 
-    space = get_space("sss")
-    cells = ["" if column.startswith(dataset + "_") else "50.0" for column in TABLE_COLUMNS[2:]]
-    rows = [",".join([str(i), space.arch_str(i), *cells]) for i in range(space.size)]
-    path.write_text("\n".join([",".join(TABLE_COLUMNS), *rows]) + "\n")
+    names = {p.stem for p in CONFIGS.glob("*.toml")}
+    assert {"tss-cifar10-robust", "cross-cifar10"} <= names
+    for path in CONFIGS.glob("*.toml"):
+        config = load_config(path)
+        assert parse_config(config.to_toml()) == config, path
+    assert load_config(CONFIGS / "cross-cifar10.toml").campaign.spaces == ("tss", "sss")
+    assert load_config(CONFIGS / "tss-cifar10-robust.toml").sample.search_kinds == ("random", "stratified")
