@@ -154,7 +154,7 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
                 sample = make_sample(get_space(space), kind, n, c.seed, split, dataset, truth[space, dataset],
                                      s.split_seed, s.heldout_fraction, s.bins)
                 name = part_name(config, space, dataset, kind if split == "search" else None)
-                if split == "search" and len(sample.indices) < s.subsets * MIN_SUBSET_N:
+                if split == "search" and s.subsets > 1 and len(sample.indices) < s.subsets * MIN_SUBSET_N:
                     raise ZcpError(f"the {kind} search sample of {name} holds {len(sample.indices)} networks (short "
                                    f"bins): too few for {s.subsets} subsets of at least {MIN_SUBSET_N}")
                 write_sample(sample, run_dir / "samples" / f"{dataset}-{split}-{space}-{kind}.json")

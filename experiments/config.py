@@ -102,7 +102,7 @@ class SampleSection:
             (self.bins >= 1, "bins must be >= 1"),
             (0.0 < self.heldout_fraction < 1.0, f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}"),
             (self.subsets >= 1, f"subsets must be >= 1, got {self.subsets}"),
-            (self.search_n >= self.subsets * MIN_SUBSET_N,
+            (self.subsets == 1 or self.search_n >= self.subsets * MIN_SUBSET_N,
              f"subsets = {self.subsets} needs search_n >= {self.subsets * MIN_SUBSET_N} "
              f"(at least {MIN_SUBSET_N} networks per subset), got {self.search_n}"),
         ]

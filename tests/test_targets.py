@@ -179,6 +179,7 @@ def test_target_configs_round_trip_and_old_configs_read_unchanged():
     plain = parse_config("[campaign]\nspace = 'tss'\n")
     assert plain.campaign.space == "tss" and plain.sample.search_kind == "random" and plain.sample.subsets == 1
     assert parse_config("[campaign]\nspace = ['tss']\n") == plain  # a one-name list is the name
+    assert parse_config("[sample]\nsearch_n = 5\n").sample.search_n == 5  # no subsets: no minimum size
     # a stratified sample larger than its split can give is drawn short, with a note: not a config error
     assert parse_config("[sample]\nsearch_kind = 'stratified'\nsearch_n = 9000\n").sample.search_n == 9000
 
@@ -215,3 +216,23 @@ def test_every_shipped_config_loads_and_round_trips():
         assert parse_config(config.to_toml()) == config, path
     assert load_config(CONFIGS / "cross-cifar10.toml").campaign.spaces == ("tss", "sss")
     assert load_config(CONFIGS / "tss-cifar10-robust.toml").sample.search_kinds == ("random", "stratified")
+
+
+def test_subset_targets_share_one_evaluation_of_their_cache(monkeypatch):
+    import evaluation.fitness as fit
+    from evaluation.evaluators import Evaluator, Payload
+    from evaluation.fitness import rank_correlation
+
+    rows = 9
+    packed = {"layers": np.ones(rows, dtype=np.int64), "params": np.random.default_rng(0).permutation(rows) * 1.0}
+    accuracy = np.random.default_rng(1).normal(size=rows)
+    parts = [np.array([0, 3, 4, 8]), np.array([1, 2, 5, 6, 7])]
+    payload = Payload(("a/1", "a/2", "b"), (packed, packed), (accuracy[parts[0]], accuracy[parts[1]], accuracy),
+                      ("params",), "kendall", "min", sources=(0, 0, 1), rows=(parts[0], parts[1], None))
+    calls = []
+    real = fit.evaluate
+    monkeypatch.setattr(fit, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    values = Evaluator(payload).per_target(["params"])[0]
+    assert len(calls) == 2  # once per cache, not once per target
+    expected = [rank_correlation(packed["params"][r], accuracy[r]) for r in (*parts, np.arange(rows))]
+    assert values == pytest.approx(expected) and Evaluator(payload)(["params"]) == [pytest.approx(min(expected))]
