@@ -168,14 +168,17 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
 
 
 def _payload(config: Config, prepared: Prepared) -> Payload:
-    """The search targets: each search part whole, or its ``subsets`` disjoint subsets."""
+    """The search targets: each search part whole, or each of its ``subsets`` disjoint subsets."""
     c, k = config.campaign, config.sample.subsets
-    targets = [(part.name if k == 1 else f"{part.name}/subset{j + 1}of{k}", i, rows,
-                part.accuracy if rows is None else part.accuracy[rows])
-               for i, part in enumerate(prepared.search) for j, rows in enumerate(subset_rows(len(part.accuracy), k, c.seed))]
-    names, sources, rows, accuracies = (tuple(column) for column in zip(*targets))
-    return Payload(names, tuple(part.cache.arrays for part in prepared.search), accuracies, prepared.terminals,
-                   c.metric, c.combine, c.cost_weight, c.time_limit, sources, rows)
+    names, sources, rows, accuracies = [], [], [], []
+    for i, part in enumerate(prepared.search):
+        for j, subset in enumerate(subset_rows(len(part.accuracy), k, c.seed)):
+            names.append(part.name if subset is None else f"{part.name}/subset{j + 1}of{k}")
+            sources.append(i)
+            rows.append(subset)
+            accuracies.append(part.accuracy if subset is None else part.accuracy[subset])
+    return Payload(tuple(names), tuple(part.cache.arrays for part in prepared.search), tuple(accuracies),
+                   prepared.terminals, c.metric, c.combine, c.cost_weight, c.time_limit, tuple(sources), tuple(rows))
 
 
 def heldout_report(texts: list[str], prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:
