@@ -48,7 +48,7 @@ ONE_OR_MORE = {"one_or_more": True}
 """Field metadata: the key takes a name or a list of names (one name is kept as a plain string)."""
 
 
-def names(value: str | tuple[str, ...]) -> tuple[str, ...]:
+def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
     """The names of a one-or-more field as a tuple."""
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -78,7 +78,7 @@ class CampaignSection:
 
     @property
     def spaces(self) -> tuple[str, ...]:
-        return names(self.space)
+        return _names(self.space)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class SampleSection:
 
     @property
     def search_kinds(self) -> tuple[str, ...]:
-        return names(self.search_kind)
+        return _names(self.search_kind)
 
 
 @dataclass(frozen=True)
