@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from evaluation.errors import ZcpError
-from experiments import campaign
+from experiments import campaign, heldout
 from experiments.config import load_config, parse_config
 from gp.config import GPConfig
 from gp.engine import Evolution
@@ -178,6 +178,25 @@ def test_tiny_island_campaign(finished):
     assert len(checkpoint["islands"]) == 3 and "memo" not in checkpoint["islands"][0]
 
 
+def test_fitness_png_has_diversity_and_tree_size_panels(finished, tmp_path):
+    import matplotlib.pyplot as plt
+
+    panels = []
+    real_savefig = plt.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        if str(path).endswith("fitness.png"):
+            panels.extend(ax.get_ylabel() for ax in fig.axes)
+        return real_savefig(fig, path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt.Figure, "savefig", savefig)
+        heldout.report([finished[0]], tmp_path / "out", stratified_n=6, resamples=20, scores_dir=tmp_path / "s")
+    assert panels == ["search fitness (Kendall tau)", "diversity (distinct expressions / population)",
+                      "mean tree size (nodes)"]
+    assert (tmp_path / "out" / "fitness.png").stat().st_size > 0
+
+
 def test_interrupted_island_campaign_resumes_to_the_same_result(finished, tmp_path, cache_dir, monkeypatch):
     real_step = Islands.step
 
@@ -228,3 +247,10 @@ def test_islands_1_campaign_uses_one_population(finished, tmp_path, cache_dir):
     engine, close = campaign._engine(config, payload, terminal_types(prepared.terminals))
     close()
     assert type(engine) is Evolution
+
+
+def test_the_islands_protocol_config_has_a_50k_budget():
+    config = load_config(campaign.Path(campaign.__file__).parent / "configs" / "tss-cifar10-islands.toml")
+    gp = config.gp
+    assert gp.islands == 4 and config.sample.search_n == 1000
+    assert gp.population + gp.generations * (gp.population - gp.islands * gp.elitism) >= 50_000
