@@ -113,8 +113,9 @@ class IslandHost:
         return {i: {k: v for k, v in island.state().items() if k != "memo"} for i, island in self._islands.items()}
 
     def restore(self, states: Mapping[int, Mapping[str, Any]], memo: Mapping[str, float]) -> None:
-        """Put the islands back to ``states`` (from :meth:`states`) with the shared ``memo``."""
-        for i, state in states.items():
+        """Put this host's islands back to their ``states`` (from :meth:`states`) with the shared ``memo``."""
+        for i in self._islands:
+            state = states[i]
             own = dict(zip(state["population"], state["fitnesses"]))
             island = Evolution.from_state({**state, "memo": own}, self._registry, self._types,
                                           self._islands[i].config, self._evaluate)
@@ -169,13 +170,7 @@ class Islands:
             return getattr(self._hosts[0], method)(*args)
         import ray
 
-        if method == "restore":  # each actor gets only its islands' states
-            states, memo = args
-            memo_ref = ray.put(memo)
-            refs = [host.restore.remote({i: s for i, s in states.items() if i % len(self._hosts) == h}, memo_ref)
-                    for h, host in enumerate(self._hosts)]
-        else:
-            refs = [getattr(host, method).remote(*args) for host in self._hosts]
+        refs = [getattr(host, method).remote(*args) for host in self._hosts]
         try:
             parts = ray.get(refs)
         except ray.exceptions.RayTaskError as exc:  # raised by the island code itself: its own one-line error
