@@ -131,7 +131,7 @@ class Islands:
                  backend: str = "serial", workers: int = 1, address: str | None = None) -> None:
         if config.islands < 2:
             raise ValueError("Islands needs config.islands >= 2 (one population is gp.engine.Evolution)")
-        self.config, self._setup, self._address = config, setup, address
+        self.config, self._setup = config, setup
         self._configs = dict(enumerate(island_configs(config)))
         self._canonical = functools.partial(canonical_form, registry=registry, terminals=dict(terminal_types))
         self._registry, self._types = registry, dict(terminal_types)
