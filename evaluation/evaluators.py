@@ -15,7 +15,9 @@ import numpy as np
 
 from evaluation.fitness import TIME_LIMIT, Fitness, Target
 from evaluation.parallel import WorkerDeaths, start_ray, worker_faults
-from primitives.terminals import collate
+from primitives.functions import REGISTRY
+from primitives.registry import Registry
+from primitives.terminals import collate, terminal_types
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class Payload:
         rows = self.rows or (None,) * len(self.names)
         targets = [Target(n, envs[s], acc, r) for n, s, acc, r in zip(self.names, sources, self.accuracies, rows)]
         return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight, self.time_limit)
+
+    def evolution_setup(self) -> tuple[Registry, dict[str, type], Evaluator]:
+        """What an island host (gp/islands.py) evolves with: the registry, the terminal types and a
+        serial evaluator of this payload (built where the host runs, e.g. inside a Ray actor)."""
+        return REGISTRY, terminal_types(self.terminals), Evaluator(self)
 
 
 def _chunks(items: Sequence[str], k: int) -> list[list[str]]:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from evaluation.spaces import get_space
 from experiments.checkpoint import read_checkpoint, write_checkpoint
 from experiments.config import MIN_SUBSET_N, Config, load_config
 from gp.engine import Evolution
+from gp.islands import Islands
 from primitives.expression import parse, terminals_of
 from primitives.functions import REGISTRY
 from primitives.terminals import TERMINALS, passes_needed, terminal_types
@@ -227,33 +228,57 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
     payload = _payload(config, prepared)
-    evaluator = Evaluator(payload, config.parallel.backend, config.parallel.workers, config.parallel.address or None)
     log: list[dict[str, Any]] = []
+    close = _no_op
     try:
         if resume:
             state = read_checkpoint(run_dir / CHECKPOINT)
             try:
-                engine = Evolution.from_state(state.get("engine"), REGISTRY, types, config.gp, evaluator)
+                engine, scorer, close = _engine(config, payload, types, state.get("engine"))
             except ZcpError as exc:
                 raise ZcpError(f"checkpoint {run_dir / CHECKPOINT} is refused: {exc}") from None
             log = [line for line in _read_log(run_dir) if line["generation"] <= engine.generation]
         else:
-            engine = Evolution(REGISTRY, types, config.gp, evaluator)
-            log.append(_explain(engine.initialise(), engine, evaluator, payload.names))
+            engine, scorer, close = _engine(config, payload, types)
+            log.append(_explain(engine.initialise(), engine, scorer, payload.names))
             _checkpoint(run_dir, engine, config, pset_digest, log)
         bar = tqdm(total=config.gp.generations, initial=engine.generation, disable=not show, desc="evolve", unit="gen")
         while engine.generation < config.gp.generations:
-            log.append(_explain(engine.step(), engine, evaluator, payload.names))
+            log.append(_explain(engine.step(), engine, scorer, payload.names))
             _checkpoint(run_dir, engine, config, pset_digest, log)
             bar.update(1)
             bar.set_postfix(best=f"{log[-1]['best']:.3f}")
         bar.close()
-        hof = _with_targets(engine.hall_of_fame.entries(), evaluator, payload.names)
+        hof = _with_targets(engine.hall_of_fame.entries(), scorer, payload.names)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_interrupted(run_dir)) from None
     finally:
-        evaluator.close()
+        close()
     return _final_report(run_dir, engine, hof, prepared, prepare_seconds, time.perf_counter() - start)
+
+
+def _no_op() -> None:
+    pass
+
+
+def _engine(config: Config, payload: Payload, types: dict[str, type],
+            state: Any = None) -> tuple[Evolution | Islands, Evaluator, Callable[[], None]]:
+    """The run's engine (new, or from a checkpoint's engine ``state``), the evaluator that reports per-target
+    fitness, and what closes them: one population scored by an :class:`Evaluator`, or islands
+    (``[gp] islands`` > 1) whose hosts hold the payload (per-target reports then run serially here)."""
+    par = config.parallel
+    if config.gp.islands > 1:
+        args = (REGISTRY, types, config.gp, payload.evolution_setup, par.backend, par.workers, par.address or None)
+        islands = Islands(*args) if state is None else Islands.from_state(state, *args)
+        return islands, Evaluator(payload), islands.close
+    evaluator = Evaluator(payload, par.backend, par.workers, par.address or None)
+    try:
+        if state is None:
+            return Evolution(REGISTRY, types, config.gp, evaluator), evaluator, evaluator.close
+        return Evolution.from_state(state, REGISTRY, types, config.gp, evaluator), evaluator, evaluator.close
+    except BaseException:
+        evaluator.close()
+        raise
 
 
 def _interrupted(run_dir: Path) -> str:
@@ -265,7 +290,7 @@ def _interrupted(run_dir: Path) -> str:
     return f"{run_dir} keeps the checkpoint of generation {generation}: continue with `zcp resume {run_dir}`"
 
 
-def _checkpoint(run_dir: Path, engine: Evolution, config: Config, pset_digest: str, log: list[dict[str, Any]]) -> None:
+def _checkpoint(run_dir: Path, engine: Evolution | Islands, config: Config, pset_digest: str, log: list[dict[str, Any]]) -> None:
     _write_log(run_dir, log)
     hof = [dict(entry) for entry in engine.hall_of_fame.entries()]
     atomic_write_text(run_dir / HOF, json.dumps({"status": "running", "generation": engine.generation,
@@ -290,7 +315,7 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _final_report(run_dir: Path, engine: Evolution, entries: list[dict[str, Any]], prepared: Prepared,
+def _final_report(run_dir: Path, engine: Evolution | Islands, entries: list[dict[str, Any]], prepared: Prepared,
                   prepare_seconds: float, seconds: float) -> dict[str, Any]:
     """The finished hall of fame: ``entries`` (with their per-target search fitness) and the baselines,
     scored on every held-out part."""

@@ -14,7 +14,7 @@ campaigns on the same networks reuse them). Kendall tau and Spearman rho carry p
 95% intervals over networks.
 
 Writes ``results.json``, ``results.md`` (tables, cost accounting), ``fitness.png`` (best and median
-search fitness per generation, per seed) and ``scatter.png`` (best proxy vs accuracy, held-out).
+search fitness, diversity and mean tree size per generation, per seed; islands pooled) and ``scatter.png`` (best proxy vs accuracy, held-out).
 """
 from __future__ import annotations
 
@@ -157,13 +157,17 @@ def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, div, size) = plt.subplots(1, 3, figsize=(13, 4))
     for run_dir, config, _ in runs:
         log = [json.loads(line) for line in (run_dir / LOG).read_text().splitlines() if line.strip()]
         gens = [line["generation"] for line in log]
         line = ax.plot(gens, [line["best"] for line in log], label=f"seed {config.gp.seed} best")[0]
         ax.plot(gens, [line["median"] for line in log], "--", color=line.get_color(), label=f"seed {config.gp.seed} median")
+        div.plot(gens, [line["diversity"] for line in log], color=line.get_color(), label=f"seed {config.gp.seed}")
+        size.plot(gens, [line["mean_size"] for line in log], color=line.get_color(), label=f"seed {config.gp.seed}")
     ax.set(xlabel="generation", ylabel="search fitness (Kendall tau)")
+    div.set(xlabel="generation", ylabel="diversity (distinct expressions / population)")
+    size.set(xlabel="generation", ylabel="mean tree size (nodes)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "fitness.png", dpi=120)

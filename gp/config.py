@@ -33,10 +33,22 @@ class GPConfig:
     initial_expressions: tuple[str, ...] = ()
     """Expressions placed in generation 0 before the random trees (e.g. known proxies); empty = all random."""
     seed: int = 0
+    islands: int = 1
+    """Subpopulations evolving apart (gp/islands.py); ``population`` is their total, split as evenly as
+    possible. 1 = one population (gp/engine.py)."""
+    migration_interval: int = 5
+    """Generations between migrations when islands > 1."""
+    migrants: int = 2
+    """Best distinct expressions each island sends at a migration to the next island of the ring, where
+    they replace the worst."""
 
     def __post_init__(self) -> None:
+        per_island = self.population // max(1, self.islands)  # the smallest island
         problems = [
-            (self.population >= 2, "population must be at least 2"),
+            (self.islands >= 1, "islands must be >= 1"),
+            (self.islands <= self.population, f"islands ({self.islands}) is larger than population "
+                                              f"({self.population}, the total over all islands)"),
+            (self.population >= 2 * self.islands, "population must be at least 2 per island"),
             (self.generations >= 0, "generations must be >= 0"),
             (self.tournament_size >= 1, "tournament_size must be >= 1"),
             (1.0 <= self.parsimony_size <= 2.0, "parsimony_size must be in [1, 2]"),
@@ -48,9 +60,12 @@ class GPConfig:
              "mutation weights must be >= 0 with a positive sum"),
             (0 <= self.mut_subtree_max_depth <= self.max_height, "need 0 <= mut_subtree_max_depth <= max_height"),
             (self.max_size >= 1, "max_size must be >= 1"),
-            (0 <= self.elitism < self.population, "need 0 <= elitism < population"),
+            (0 <= self.elitism < per_island, "need 0 <= elitism < population (per island)"),
             (self.hall_of_fame >= 1, "hall_of_fame must be >= 1"),
-            (len(self.initial_expressions) < self.population, "need fewer initial_expressions than population"),
+            (len(self.initial_expressions) < per_island, "need fewer initial_expressions than population (per island)"),
+            (self.migration_interval >= 1, "migration_interval must be >= 1"),
+            (0 <= self.migrants and (self.islands == 1 or self.migrants < per_island),
+             "need 0 <= migrants < population (per island)"),
         ]
         for ok, message in problems:
             if not ok:

@@ -13,7 +13,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from evaluation.errors import ZcpError
@@ -24,10 +24,15 @@ from gp.pset import build_pset, from_text, text_size
 from primitives.expression import parse
 from primitives.registry import Registry
 
-__all__ = ["Evolution", "GPConfig"]
+__all__ = ["Evolution", "GPConfig", "best_distinct"]
 
 Evaluate = Callable[[list[str]], Sequence[float]]
 T = TypeVar("T")
+
+
+def best_distinct(texts: Iterable[str], fitness: Mapping[str, float], k: int) -> list[str]:
+    """The ``k`` best distinct expressions of ``texts`` (ties: smaller, then alphabetical)."""
+    return sorted(set(texts), key=lambda t: (-fitness[t], text_size(t), t))[:k]
 
 
 class Evolution:
@@ -87,8 +92,7 @@ class Evolution:
 
     def _elites(self) -> list[str]:
         """The ``elitism`` best distinct expressions (ties: smaller, then alphabetical)."""
-        ranked = sorted(set(self.population), key=lambda t: (-self.memo[t], text_size(t), t))
-        return ranked[:self.config.elitism]
+        return best_distinct(self.population, self.memo, self.config.elitism)
 
     def _advance(self, texts: list[str], rng: tuple, generation: int, start: float) -> dict[str, Any]:
         """Evaluate the unseen expressions of ``texts``, make it the population, update the hall of fame."""
