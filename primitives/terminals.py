@@ -133,18 +133,12 @@ FORWARDS = {"real": 1, "noise": 1, "circle": 1, "halves": 2, "synflow": 1, "swap
 def resolve_terminals(names: Iterable[str]) -> tuple[str, ...]:
     """The sorted terminal names of ``names`` with every ``@group`` expanded; ValueError (one line) for an
     unknown name or group."""
-    out: set[str] = set()
-    for name in names:
-        if name.startswith("@"):
-            if name[1:] not in GROUPS:
-                raise ValueError(f"unknown terminal group {name!r}; known: {', '.join('@' + g for g in GROUPS)}")
-            out.update(GROUPS[name[1:]])
-        elif name in TERMINALS:
-            out.add(name)
-        else:
-            raise ValueError(f"unknown terminal {name!r} (terminals: primitives/terminals.py; groups: "
-                             f"{', '.join('@' + g for g in GROUPS)})")
-    return tuple(sorted(out))
+    names = list(names)
+    unknown = [n for n in names if not (n in TERMINALS or (n.startswith("@") and n[1:] in GROUPS))]
+    if unknown:
+        raise ValueError(f"unknown terminal(s) {', '.join(unknown)}; known: the groups "
+                         f"{', '.join('@' + g for g in GROUPS)} and {', '.join(TERMINALS)}")
+    return tuple(sorted({t for n in names for t in (GROUPS[n[1:]] if n.startswith("@") else (n,))}))
 
 
 def labels_problem(names: Iterable[str], signal: str) -> str | None:
