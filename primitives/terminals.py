@@ -5,7 +5,15 @@ Passes (each runs only if a requested terminal needs it; see :data:`TERMINALS`):
 - ``real``: forward (and backward, for gradient terminals) on the image batch;
 - ``noise``: the same on a standard-normal batch of the same shape (terminals prefixed ``noise_``);
 - ``circle``: one forward, no backward, of ``curve_points`` inputs on a unit circle in a random 2-D
-  plane of input space (Dextr's construction), for the output curvature.
+  plane of input space (Dextr's construction), for the output curvature;
+- the zoo passes (``halves``, ``synflow``, ``swap``, ``az``, ``jacov``; :mod:`primitives.passes`),
+  each that of the zoo proxy its terminals stand for, with the proxy's seeding, so that the proxy is
+  an expression of them (ZiCo ``layer_sum(log(zico))`` under signal ``ce``, synflow
+  ``n_log(layer_sum(synflow))``, SWAP ``swap``, jacov ``jacov``, AZ-NAS's components).
+
+Groups (:data:`GROUPS`, written ``@name`` wherever terminals are listed): ``@base`` the original 48
+(the default), ``@zoo`` the zoo terminals, ``@labels`` the terminals that read true labels whatever
+the signal (``label_kernel``), ``@all``.
 
 The network is in train mode (BatchNorm uses batch statistics) and is restored afterwards: its
 training flag, parameters, buffers (BN running statistics) and ``.grad`` are as before.
