@@ -24,6 +24,7 @@ from primitives.passes import SWAP_REPEATS
 from primitives.terminals import (BASE, GROUPS, TERMINALS, collate, compute_terminals, passes_needed,
                                   resolve_terminals, terminal_types)
 from tests.models import MLP, TinyResNet
+from tests.test_terminals import _outputs
 
 NETWORKS = (1, 2, 3)  # TSS indices: every one has a path of weights from input to output (synflow > 0)
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -69,16 +70,8 @@ def test_az_nas_components_equal_the_zoo(index):
 
 def test_per_layer_terms_match_direct_definitions():
     model, (x, y) = TinyResNet(), _batch(size=8)
-    acts = []
-    hooks = [m.register_forward_hook(lambda m, i, o: acts.append(i[0].detach()))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    model.train()
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
     packed = compute_terminals(model, x, ["code_logdet", "jacob_corr", "label_kernel"], labels=y)
-    for got, a in zip(packed["code_logdet"], acts):
+    for got, (a, _) in zip(packed["code_logdet"], _outputs(model, x)):
         c = (a.flatten(1) > 0).double()
         logdet = float(torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T).logabsdet)
         assert got == pytest.approx(max(logdet, -1e150), rel=1e-9)  # a singular kernel: -1e150, as m_logdet
