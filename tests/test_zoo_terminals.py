@@ -128,17 +128,17 @@ def test_zoo_passes_leave_base_terminals_and_the_model_untouched():
 CALLS = {"forward": 0, "backward": 0}  # outside the model: synflow counts on a deep copy of it
 
 
-class _Counter(nn.Module):
-    """TinyResNet counting its forward calls and the backward calls that reach its head."""
+class _Counter(TinyResNet):
+    """TinyResNet (the same blocks, for AZ-NAS) counting its forward calls and the backward calls that
+    reach its head."""
 
     def __init__(self):
         super().__init__()
-        self.net = TinyResNet()
-        self.net.head.register_full_backward_hook(lambda *a: CALLS.__setitem__("backward", CALLS["backward"] + 1))
+        self.head.register_full_backward_hook(lambda *a: CALLS.__setitem__("backward", CALLS["backward"] + 1))
 
     def forward(self, x):
         CALLS["forward"] += 1
-        return self.net(x)
+        return super().forward(x)
 
 
 @pytest.mark.parametrize("names,forwards,backwards", [
