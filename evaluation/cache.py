@@ -35,7 +35,7 @@ from evaluation.images import load_batch
 from evaluation.parallel import run_tasks
 from evaluation.samples import Sample
 from evaluation.spaces import get_space
-from primitives.terminals import TERMINALS, collate, compute_terminals
+from primitives.terminals import DEFAULT, collate, compute_terminals, labels_problem, resolve_terminals
 
 CODE_VERSION = "terminals-1"  # bump whenever a terminal's definition changes
 FORMAT = "zcp-cache/1"
@@ -173,12 +173,17 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
                 terminals: tuple[str, ...] | None = None, backend: str = "ray", workers: int | None = None,
                 address: str | None = None, device: str = "auto", paths: Any = None,
                 progress: bool | None = None) -> Path:
-    """Build (or resume) the cache of ``sample`` in ``out``; returns the packed folder's path."""
+    """Build (or resume) the cache of ``sample`` in ``out``; returns the packed folder's path.
+
+    ``terminals`` are names and ``@group`` names (default ``@base``, the original 48 terminals)."""
     out = Path(out)
-    terminals = tuple(sorted(terminals or TERMINALS))
-    unknown = [t for t in terminals if t not in TERMINALS]
-    if unknown:
-        raise ZcpError(f"unknown terminal(s) {', '.join(unknown)}; known: {', '.join(TERMINALS)}")
+    try:
+        terminals = resolve_terminals(terminals or DEFAULT)
+    except ValueError as exc:
+        raise ZcpError(str(exc)) from None
+    problem = labels_problem(terminals, signal)
+    if problem:
+        raise ZcpError(problem)
     device = _device(device)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
     spec = CacheSpec(sample.space, dataset, seed, batch_size, sample_sha(sample), terminals, signal,

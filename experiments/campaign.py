@@ -39,12 +39,12 @@ from evaluation.paths import DataPaths
 from evaluation.samples import Sample, make_sample, write_sample
 from evaluation.spaces import get_space
 from experiments.checkpoint import read_checkpoint, write_checkpoint
-from experiments.config import MIN_SUBSET_N, Config, load_config
+from experiments.config import MIN_SUBSET_N, Config, config_terminals, load_config
 from gp.engine import Evolution
 from gp.islands import Islands
 from primitives.expression import parse, terminals_of
 from primitives.functions import REGISTRY
-from primitives.terminals import TERMINALS, passes_needed, terminal_types
+from primitives.terminals import passes_needed, terminal_types
 
 CONFIG, LOG, CHECKPOINT, HOF = "config.toml", "log.jsonl", "checkpoint.json", "hall_of_fame.json"
 BASELINES = {"#params": "params", "FLOPs": "flops", "NASWOT": "layer_sum(m_logdet(code_kernel))",
@@ -82,8 +82,8 @@ class Prepared:
 
 
 def campaign_terminals(config: Config) -> tuple[str, ...]:
-    """The terminals a campaign caches and evolves over (all of them when the config lists none)."""
-    return tuple(sorted(config.cache.terminals or TERMINALS))
+    """The terminals a campaign caches and evolves over (``@base`` when the config lists none)."""
+    return config_terminals(config.cache.terminals)
 
 
 def part_name(config: Config, space: str, dataset: str, kind: str | None = None) -> str:

@@ -4,7 +4,8 @@
                 cost_weight (fitness minus this x passes per network; 0 = off), seed,
                 time_limit (seconds one candidate may take; an overrun scores worst)
     [sample]    search_kind, search_n, subsets, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
-    [cache]     batch_size, images, signal, terminals (empty = all), dir (empty = <run>/caches)
+    [cache]     batch_size, images, signal, terminals (names and @groups of primitives.terminals.GROUPS;
+                empty = @base, the original 48), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
     [parallel]  backend ('serial' | 'ray'), workers, address (empty = local Ray)
 
@@ -39,7 +40,7 @@ from evaluation.spaces import get_space
 from gp.engine import GPConfig
 from primitives.expression import parse
 from primitives.functions import REGISTRY
-from primitives.terminals import TERMINALS, terminal_types
+from primitives.terminals import DEFAULT, labels_problem, resolve_terminals, terminal_types
 
 
 MIN_SUBSET_N = 10
@@ -250,16 +251,25 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
         check_dataset(dataset)
     if not config.campaign.datasets:
         raise ZcpError(f"{where}: campaign.datasets is empty")
-    unknown = [t for t in config.cache.terminals if t not in TERMINALS]
-    if unknown:
-        raise ZcpError(f"{where}: cache.terminals: unknown terminal {unknown[0]!r} (see primitives/terminals.py)")
-    types = terminal_types(config.cache.terminals or None)
+    terminals = config_terminals(config.cache.terminals, where)
+    problem = labels_problem(terminals, config.cache.signal)
+    if problem:
+        raise ZcpError(f"{where}: cache.terminals: {problem}")
+    types = terminal_types(terminals)
     for text in config.gp.initial_expressions:
         try:
             parse(text, REGISTRY, types)
         except ZcpError as exc:
             raise ZcpError(f"{where}: gp.initial_expressions: {exc}") from None
     return config
+
+
+def config_terminals(names: Sequence[str], where: str = "config") -> tuple[str, ...]:
+    """The terminals ``[cache] terminals`` names (groups expanded, sorted; empty = ``@base``)."""
+    try:
+        return resolve_terminals(names or DEFAULT)
+    except ValueError as exc:
+        raise ZcpError(f"{where}: cache.terminals: {exc}") from None
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -5,7 +5,15 @@ Passes (each runs only if a requested terminal needs it; see :data:`TERMINALS`):
 - ``real``: forward (and backward, for gradient terminals) on the image batch;
 - ``noise``: the same on a standard-normal batch of the same shape (terminals prefixed ``noise_``);
 - ``circle``: one forward, no backward, of ``curve_points`` inputs on a unit circle in a random 2-D
-  plane of input space (Dextr's construction), for the output curvature.
+  plane of input space (Dextr's construction), for the output curvature;
+- the zoo passes (``halves``, ``synflow``, ``swap``, ``az``, ``jacov``; :mod:`primitives.passes`),
+  each that of the zoo proxy its terminals stand for, with the proxy's seeding, so that the proxy is
+  an expression of them (ZiCo ``layer_sum(log(zico))`` under signal ``ce``, synflow
+  ``n_log(layer_sum(synflow))``, SWAP ``swap``, jacov ``jacov``, AZ-NAS's components).
+
+Groups (:data:`GROUPS`, written ``@name`` wherever terminals are listed): ``@base`` the original 48
+(the default), ``@zoo`` the zoo terminals, ``@labels`` the terminals that read true labels whatever
+the signal (``label_kernel``), ``@all``.
 
 The network is in train mode (BatchNorm uses batch statistics) and is restored afterwards: its
 training flag, parameters, buffers (BN running statistics) and ``.grad`` are as before.
@@ -31,7 +39,9 @@ import torch.nn.functional as F
 
 from primitives.layers import (LAYER_TYPES, LayerRecord, Recorder, SameValues, code_kernel, corr, corr_from_gram,
                                gram_and_sums, preserved, singular_values, spectrum)
-from primitives.types import Matrix, NetScalar, Rows, RowScalar, Vector
+from primitives.passes import (SWAP_REPEATS, az_components, jacobian_corr, jacov_score, swap_layers, synflow_layers,
+                               zico_layers)
+from primitives.types import BIG, Matrix, NetScalar, Rows, RowScalar, Vector
 
 SIGNALS = ("pseudo_ce", "logit_sum", "ce")
 
@@ -40,9 +50,10 @@ SIGNALS = ("pseudo_ce", "logit_sum", "ce")
 class Terminal:
     name: str
     type: type
-    pass_: str  # "real", "noise", "circle" or "static"
+    pass_: str  # a key of FORWARDS, or "static"
     backward: bool
     doc: str
+    labels: bool = False  # reads the batch's true labels whatever the backward signal
 
 
 _DATA = [  # computed on the real batch, and on the noise batch with the prefix "noise_"
@@ -85,16 +96,78 @@ for _name, _type, _doc in _STATIC:
 TERMINALS["params"] = Terminal("params", NetScalar, "static", False, "number of parameters of the model")
 TERMINALS["curvature"] = Terminal("curvature", NetScalar, "circle", False,
                                   "mean extrinsic curvature of the logits along a circle of inputs (Dextr)")
+BASE = tuple(TERMINALS)
+"""The original 48 terminals (group ``@base``): what every campaign before the zoo terminals used."""
+
+_ZOO = [  # name, type, pass, backward, doc (the passes and their sources: primitives/passes.py)
+    ("zico", RowScalar, "halves", True, "ZiCo's layer term: sum over weights of mean|g| / std g over the batch's"
+     " two halves (running gradients, as the official code); ZiCo = layer_sum(log(zico)) under signal ce"),
+    ("zico_mean", RowScalar, "halves", True, "mean over the layer's weights of ZiCo's mean|g| over the two halves"),
+    ("zico_std", RowScalar, "halves", True, "mean over the layer's weights of ZiCo's std g over the two halves"),
+    ("synflow", RowScalar, "synflow", True, "synflow saliency sum |W * dR/dW| of the layer on the linearised network"
+     " (float64, no BN, |parameters|, one all-ones input, R = sum of logits); synflow = n_log(layer_sum(synflow))"),
+    ("swap_layer", RowScalar, "swap", False, f"distinct sign patterns of the layer's activation over the first 16"
+     f" samples, mean over {SWAP_REPEATS} Gaussian re-initialisations (SWAP per layer)"),
+    ("swap", NetScalar, "swap", False, "SWAP: distinct sign patterns over all activation units on 4-D maps, first 16"
+     f" samples, mean over {SWAP_REPEATS} Gaussian re-initialisations"),
+    ("az_expressivity", NetScalar, "az", False, "AZ-NAS expressivity: sum over blocks of the channel-covariance"
+     " spectral entropy (Kaiming re-initialisation, Gaussian inputs)"),
+    ("az_progressivity", NetScalar, "az", False, "AZ-NAS progressivity: smallest entropy increase between blocks"),
+    ("az_trainability", NetScalar, "az", True, "AZ-NAS trainability: mean of -s - 1/s + 2 over block pairs, s the"
+     " spectral norm of the local Jacobian product"),
+    ("jacob_corr", Matrix, "jacov", True, "sample x sample correlation of the input gradients of the summed logits"),
+    ("jacov", NetScalar, "jacov", True, "jacov: -sum over eigenvalues l of jacob_corr of log(l + 1e-5) + 1/(l + 1e-5)"),
+]
+for _name, _type, _doc in [("code_logdet", RowScalar, "NASWOT per layer: log|det| of the code kernel of the layer's"
+                            " activation (c = activation > 0); -1e150 when singular")]:
+    TERMINALS[_name] = Terminal(_name, _type, "real", False, _doc)
+    TERMINALS["noise_" + _name] = Terminal("noise_" + _name, _type, "noise", False, _doc + ", on the noise batch")
+for _name, _type, _pass, _bw, _doc in _ZOO:
+    TERMINALS[_name] = Terminal(_name, _type, _pass, _bw, _doc)
+TERMINALS["label_kernel"] = Terminal("label_kernel", Matrix, "static", False, "sample x sample same-class indicator"
+                                     " of the batch's true labels (kernel-target alignment)", labels=True)
+GROUPS: dict[str, tuple[str, ...]] = {
+    "base": BASE,
+    "zoo": tuple(n for n in TERMINALS if n not in BASE and not TERMINALS[n].labels),
+    "labels": tuple(n for n in TERMINALS if TERMINALS[n].labels),
+    "all": tuple(TERMINALS),
+}
+"""Terminal groups, named ``@group`` wherever terminals are listed; ``@base`` is the default."""
+DEFAULT = ("@base",)
+FORWARDS = {"real": 1, "noise": 1, "circle": 1, "halves": 2, "synflow": 1, "swap": SWAP_REPEATS, "az": 1, "jacov": 1}
+"""Forward calls of each pass; a pass with a wanted gradient terminal makes as many backward calls."""
+
+
+def resolve_terminals(names: Iterable[str]) -> tuple[str, ...]:
+    """The sorted terminal names of ``names`` with every ``@group`` expanded; ValueError (one line) for an
+    unknown name or group."""
+    names = list(names)
+    unknown = [n for n in names if not (n in TERMINALS or (n.startswith("@") and n[1:] in GROUPS))]
+    if unknown:
+        raise ValueError(f"unknown terminal(s) {', '.join(unknown)}; known: the groups "
+                         f"{', '.join('@' + g for g in GROUPS)} and {', '.join(TERMINALS)}")
+    return tuple(sorted({t for n in names for t in (GROUPS[n[1:]] if n.startswith("@") else (n,))}))
+
+
+def labels_problem(names: Iterable[str], signal: str) -> str | None:
+    """Why the terminals ``names`` cannot be cached with the backward ``signal`` (None if they can): a
+    terminal that reads true labels contradicts a label-free signal."""
+    needing = sorted(n for n in names if TERMINALS[n].labels)
+    if needing and signal != "ce":
+        return (f"terminal {needing[0]} needs the batch's true labels, but the backward signal {signal!r} is"
+                " label-free: use signal 'ce' or drop it")
+    return None
 
 
 def passes_needed(names: Iterable[str]) -> int:
     """Forward plus backward passes that computing the terminals ``names`` costs per network.
 
-    ``params`` costs none; the real, noise and circle passes cost one forward each, plus one backward
-    for real and noise when a gradient terminal of theirs is wanted (the proxy-cost objective)."""
+    Static terminals cost none; each pass costs its :data:`FORWARDS` calls, and as many backward calls
+    when a gradient terminal of it is wanted (the proxy-cost objective). SWAP counts 32 forwards of 16
+    samples; ZiCo two forwards and backwards of half the batch."""
     wanted = [TERMINALS[n] for n in names]
     forward = {t.pass_ for t in wanted if t.pass_ != "static"}
-    return len(forward) + len({t.pass_ for t in wanted if t.backward})
+    return sum(FORWARDS[p] for p in forward) + sum(FORWARDS[p] for p in {t.pass_ for t in wanted if t.backward})
 
 
 def terminal_types(names: Iterable[str] | None = None) -> dict[str, type]:
@@ -116,6 +189,8 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
         g, sums = gram_and_sums(a2)
         s: dict[str, torch.Tensor] = dict(zip(("act_mean", "act_std"), _moments(g, sums, a2.numel())))
         s["act_pos"] = (a2 > 0).sum() / a2.numel()
+        if "code_logdet" in wanted:
+            s["code_logdet"] = torch.linalg.slogdet(code_kernel(a2)).logabsdet.clamp_min(-BIG)
         c = None
         if wanted & {"act_sv", "act_corr_eig", "act_corr_sum"}:
             s["act_sv"] = spectrum(g).clamp_min(0).sqrt()
@@ -177,23 +252,26 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
     with torch.no_grad():
         lg = logits.detach().double()
         kernels["logit_corr"] = corr(lg)
-    out: dict[str, np.ndarray] = {"layers": np.array([len(rec.layers)], dtype=np.int64)}
-    for name in wanted:
+    net: dict[str, object] = dict(kernels, logit_std=lg.std(), depth=float(len(rec.layers)))
+    net["flops"] = sum(float(r.stats["layer_flops"]) for r in rec.layers)
+    return {"layers": np.array([len(rec.layers)], dtype=np.int64), **_pack(rec.layers, wanted, net)}
+
+
+def _pack(layers: list[LayerRecord], names: Iterable[str], net: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """Packed arrays of the terminals ``names`` from per-layer records and network values ``net``."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
         kind = TERMINALS[name].type
         if kind is Vector:
-            vecs = [r.stats[name].cpu() if name in r.stats else torch.zeros(0, dtype=torch.float64) for r in rec.layers]
+            vecs = [r.stats[name].cpu() if name in r.stats else torch.zeros(0, dtype=torch.float64) for r in layers]
             out[name] = torch.cat(vecs).numpy()
             out[name + ".len"] = np.array([len(v) for v in vecs], dtype=np.int64)
         elif kind is RowScalar:
-            out[name] = np.array([float(r.stats.get(name, math.nan)) for r in rec.layers])
+            out[name] = np.array([float(r.stats.get(name, math.nan)) for r in layers])
         elif kind is Matrix:
-            out[name] = kernels[name].cpu().numpy()[None]
-        elif name == "logit_std":
-            out[name] = np.array([float(lg.std())])
-        elif name == "flops":
-            out[name] = np.array([sum(float(r.stats["layer_flops"]) for r in rec.layers)])
-        elif name == "depth":
-            out[name] = np.array([float(len(rec.layers))])
+            out[name] = net[name].cpu().numpy()[None]
+        else:
+            out[name] = np.array([float(net[name])])
     return out
 
 
@@ -237,11 +315,10 @@ def curvature(logits: torch.Tensor) -> float:
 def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[str] | None = None, *,
                       labels: torch.Tensor | None = None, signal: str = "pseudo_ce", seed: int = 0,
                       curve_points: int = 64) -> dict[str, np.ndarray]:
-    """Packed terminals of one network (see the module docstring); only the passes ``names`` need."""
-    names = set(TERMINALS if names is None else names)
-    unknown = sorted(names - set(TERMINALS))
-    if unknown:
-        raise ValueError(f"unknown terminal(s): {', '.join(unknown)}")
+    """Packed terminals of one network (see the module docstring); only the passes ``names`` need.
+
+    ``names`` may hold ``@group`` names (:data:`GROUPS`); the default is ``@base``."""
+    names = set(resolve_terminals(DEFAULT if names is None else names))
     if signal not in SIGNALS:
         raise ValueError(f"unknown backward signal {signal!r}; known: {', '.join(SIGNALS)}")
     gen = torch.Generator().manual_seed(seed)
@@ -266,8 +343,56 @@ def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[st
             out["curvature"] = np.array([curvature(logits.cpu())])
         if "params" in names:
             out["params"] = np.array([float(sum(p.numel() for p in model.parameters()))])
+        if names & set(GROUPS["zoo"]) - {"code_logdet", "noise_code_logdet"}:
+            y = labels if signal == "ce" else _pseudo(model, images, pseudo)
+            _zoo_passes(model, images, names, y, signal, seed, out)
+    if "label_kernel" in names:
+        out["label_kernel"] = _label_kernel(labels, images.shape[0])
     out.setdefault("layers", np.zeros(1, dtype=np.int64))
     return out
+
+
+def _zoo_passes(model: nn.Module, images: torch.Tensor, names: set[str], labels: torch.Tensor | None, signal: str,
+                seed: int, out: dict[str, np.ndarray]) -> None:
+    """Run the passes of the zoo terminals in ``names`` (primitives/passes.py) into ``out``; passes that
+    re-initialise the model restore it before the next one."""
+    def want(kind: str) -> set[str]:
+        return {n for n in names if TERMINALS[n].pass_ == kind}
+
+    def take(kind: str, what: str, records: list[LayerRecord], net: Mapping[str, object]) -> None:
+        layers = np.array([len(records)], dtype=np.int64)
+        if not records:
+            raise ValueError("the model has no Conv2d / Linear layers: per-layer terminals are undefined")
+        if "layers" in out and out["layers"][0] != layers[0]:
+            raise ValueError(f"the {what} pass called {layers[0]} Conv2d / Linear layers, an earlier pass"
+                             f" {out['layers'][0]}: the model must call the same layers on every input")
+        out["layers"] = layers
+        out.update(_pack(records, want(kind), net))
+
+    if want("halves"):
+        take("halves", "ZiCo", zico_layers(model, images, labels, lambda z, y: _signal(z, y, signal)), {})
+    if want("synflow"):
+        take("synflow", "synflow", synflow_layers(model, tuple(images.shape[1:]), images.device), {})
+    if want("swap"):
+        with preserved(model):
+            records, total = swap_layers(model, images, torch.Generator().manual_seed(seed))
+        take("swap", "SWAP", records, {"swap": total})
+    if want("az"):
+        with preserved(model):
+            c = az_components(model, images, torch.Generator().manual_seed(seed), "az_trainability" in names)
+        out.update({n: np.array([c[n[len("az_"):]]]) for n in want("az")})
+    if want("jacov"):
+        k = jacobian_corr(model, images)
+        out.update(_pack([], want("jacov"), {"jacob_corr": k, "jacov": jacov_score(spectrum(k))}))
+
+
+def _label_kernel(labels: torch.Tensor | None, n: int) -> np.ndarray:
+    """(1, B, B) float64: 1 where samples i and j carry the same true label (label -1: no class)."""
+    if labels is None or not bool((labels >= 0).any()):
+        raise ValueError("terminal label_kernel needs the batch's true labels (labels=...), and these have none")
+    y = labels.cpu()
+    same = (y[:, None] == y[None, :]) & (y >= 0)[:, None]
+    return same.double().numpy()[None]
 
 
 def _pseudo(model: nn.Module, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:

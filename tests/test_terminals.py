@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from evaluation.spaces import get_space
 from primitives.layers import SameValues
-from primitives.terminals import TERMINALS, collate, compute_terminals
+from primitives.terminals import BASE, TERMINALS, collate, compute_terminals
 from primitives.types import Matrix, NetScalar, RowScalar, Vector
 from tests.models import MLP, Branches, TinyResNet
 
@@ -193,7 +193,7 @@ def test_collate_builds_typed_values_with_shared_rows():
     x = _batch()
     packs = [compute_terminals(m, x) for m in (MLP(), TinyResNet())]
     packed = {k: np.concatenate([p[k] for p in packs]) for k in packs[0]}
-    env = collate(packed, TERMINALS)
+    env = collate(packed, BASE)  # compute_terminals computes the @base group by default
     kinds = {Vector: 0, RowScalar: 0, Matrix: 0, NetScalar: 0}
     for name, value in env.items():
         assert isinstance(value, TERMINALS[name].type)

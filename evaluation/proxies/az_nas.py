@@ -28,37 +28,14 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from evaluation.errors import ZcpError
-from evaluation.proxies.base import blocks, init_weights, nan, randn_like, register
+from evaluation.proxies.base import nan, register
 from evaluation.proxies.flops import count_flops
+from primitives.passes import az_components
 
 COMPONENTS = ("expressivity", "progressivity", "trainability", "complexity")
-
-
-def _entropy(f: torch.Tensor) -> float:
-    x = f.detach().double().permute(0, 2, 3, 1).reshape(-1, f.shape[1])
-    x = x - x.mean(0)
-    eig = torch.linalg.eigvalsh(x.T @ x / x.shape[0])
-    p = eig / eig.sum()
-    return float(-(p * torch.log(p + 1e-8)).sum())
-
-
-def _trainability(prev: torch.Tensor, cur: torch.Tensor, gen: torch.Generator) -> float:
-    g_out = (torch.randint(0, 2, cur.shape, generator=gen) * 2 - 1).to(cur.device, cur.dtype)
-    g_in = torch.autograd.grad(cur, prev, g_out, retain_graph=True, allow_unused=True)[0]
-    if g_in is None:
-        return float("nan")
-    if g_in.shape == g_out.shape and torch.equal(g_in, g_out):
-        return float("-inf")
-    if g_in.shape[-1] != g_out.shape[-1]:
-        g_in = F.pixel_unshuffle(g_in, g_in.shape[-1] // g_out.shape[-1])
-    a = g_in.double().permute(0, 2, 3, 1).reshape(-1, g_in.shape[1])
-    b = g_out.double().permute(0, 2, 3, 1).reshape(-1, g_out.shape[1])
-    sigma = float(torch.linalg.matrix_norm(a.T @ b / a.shape[0], ord=2))
-    return -sigma - 1.0 / (sigma + 1e-6) + 2.0
 
 
 def aggregate(components: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -73,27 +50,10 @@ def aggregate(components: Mapping[str, np.ndarray]) -> np.ndarray:
 @register("az_nas", labels=False, components=COMPONENTS, aggregate=aggregate)
 def az_nas(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
            gen: torch.Generator) -> dict[str, float]:
-    init_weights(model, gen, "kaiming")
-    feats: list[torch.Tensor] = []
-
-    def hook(module: nn.Module, inputs: object, output: object) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() == 4:
-            feats.append(output)
-
-    handles = [b.register_forward_hook(hook) for b in blocks(model)]
     try:
-        model(randn_like(images, gen))
-    finally:
-        for h in handles:
-            h.remove()
-    if len(feats) < 2:
-        raise ZcpError("AZ-NAS needs at least two blocks with 4-D feature maps; the model has fewer")
-    h = [_entropy(f) for f in feats]
-    pairs = [_trainability(feats[i - 1], feats[i], gen) for i in range(len(feats) - 1, 0, -1)]
-    pairs = [t for t in pairs if not np.isnan(t)]
-    result = {"expressivity": sum(h), "progressivity": min(b - a for a, b in zip(h, h[1:])),
-              "trainability": float(np.mean(pairs)) if pairs else float("nan"),
-              "complexity": count_flops(model, images)}
+        result = az_components(model, images, gen) | {"complexity": count_flops(model, images)}
+    except ValueError as exc:  # too few blocks: a property of the model, said in one line
+        raise ZcpError(str(exc)) from None
     for name in (k for k, v in result.items() if np.isnan(v)):
         nan(f"az_nas {name}", "a block's feature map is constant (zero spectrum, e.g. a cell cut off by 'none'"
                               " edges) or no block pair is connected")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from evaluation.errors import ZcpError
 from primitives.layers import LAYER_TYPES, preserved
+from primitives.passes import blocks, init_weights, randn_like  # noqa: F401 (the zoo imports them from here)
 
 log = logging.getLogger("zcp.proxies")
 
@@ -107,26 +108,6 @@ def zero_grads(model: nn.Module) -> None:
         p.grad = None
 
 
-def init_weights(model: nn.Module, gen: torch.Generator, kind: str) -> None:
-    """Re-initialise in place: Conv2d / Linear weights ~ N(0, 1) (``kind='gaussian'``, ZenNAS style)
-    or Kaiming-normal fan-in for ReLU (``kind='kaiming'``, AZ-NAS); their biases 0; norm layers'
-    affine weight 1, bias 0."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, LAYER_TYPES):
-                std = 1.0 if kind == "gaussian" else math.sqrt(2.0 / (m.weight[0].numel()))
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and m.weight is not None:
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-
-
-def randn_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
-
-
 def first_sample_rows(output: object) -> torch.Tensor | None:
     """The first sample of a module's output as a (channels, positions) matrix; None if not a tensor.
 
@@ -135,11 +116,3 @@ def first_sample_rows(output: object) -> torch.Tensor | None:
         return None
     first = output[0].detach()
     return first.reshape(first.shape[0], -1) if first.dim() else None
-
-
-def blocks(model: nn.Module) -> list[nn.Module]:
-    """The model's blocks in order: ``[stem, *cells]`` for NATS-style networks (what AZ-NAS's
-    ``extract_cell_features`` and WRCor's layer weights use), else the model's direct children."""
-    if isinstance(getattr(model, "stem", None), nn.Module) and isinstance(getattr(model, "cells", None), nn.Sequential):
-        return [model.stem, *model.cells]
-    return list(model.children())

@@ -10,20 +10,17 @@ No labels. Cost: 1 forward + 1 backward (to the input). Train mode.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from evaluation.proxies.base import nan, register
-from primitives.layers import corr, spectrum
+from primitives.layers import spectrum
+from primitives.passes import JACOV_K, jacobian_corr, jacov_score
 
 
 @register("jacov", labels=False)
 def jacov(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator) -> float:
-    x = images.clone().requires_grad_(True)
-    model(x).sum().backward()
-    eig = spectrum(corr(x.grad.reshape(x.shape[0], -1))).numpy()
-    k = 1e-5
-    if eig.min() + k <= 0:
-        return nan("jacov", f"the Jacobian correlation has eigenvalue {eig.min():.3g} <= -1e-5")
-    return float(-np.sum(np.log(eig + k) + 1.0 / (eig + k)))
+    eig = spectrum(jacobian_corr(model, images))
+    if float(eig.min()) + JACOV_K <= 0:
+        return nan("jacov", f"the Jacobian correlation has eigenvalue {float(eig.min()):.3g} <= -1e-5")
+    return jacov_score(eig)

@@ -20,22 +20,7 @@ import torch.nn as nn
 from evaluation.errors import ZcpError
 from evaluation.proxies.base import init_weights, register
 from primitives.layers import ACTIVATION_TYPES
-
-
-def pattern_keys(code: torch.Tensor) -> torch.Tensor:
-    """Each column of an (N x V) binary code packed into one integer (bit n = sample n; N <= 62)."""
-    keys = torch.zeros(code.shape[1], dtype=torch.int64, device=code.device)
-    for row in code:
-        keys = keys * 2 + row
-    return keys
-
-
-def distinct(keys: list[torch.Tensor], samples: int) -> int:
-    """Number of distinct values among all keys (a histogram when 2^samples is small, else unique)."""
-    keys = torch.cat(keys)
-    if samples <= 20:
-        return int((torch.bincount(keys, minlength=1 << samples) > 0).sum())
-    return int(torch.unique(keys).numel())
+from primitives.passes import distinct, pattern_keys
 
 
 @register("swap", labels=False)

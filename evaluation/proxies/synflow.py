@@ -15,35 +15,18 @@ No labels, no data (the batch only gives the input shape). Cost: 1 forward + 1 b
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 import torch.nn as nn
 
 from evaluation.proxies.base import layers, nan, register
-
-
-def _without_bn(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            setattr(module, name, nn.Identity())
-        else:
-            _without_bn(child)
+from primitives.passes import linearised
 
 
 @register("synflow", labels=False)
 def synflow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator) -> float:
-    net = copy.deepcopy(model)
-    _without_bn(net)
-    net.double()
-    with torch.no_grad():
-        for tensor in net.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.abs_()
-    for p in net.parameters():
-        p.requires_grad_(True)
-        p.grad = None
+    net = linearised(model)
     net(torch.ones((1, *images.shape[1:]), dtype=torch.float64, device=images.device)).sum().backward()
     total = sum(float((m.weight.detach() * m.weight.grad).abs().sum()) for m in layers(net) if m.weight.grad is not None)
     if not total > 0:

@@ -32,7 +32,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     build.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
     build.add_argument("--address", default=None, help="join an existing Ray cluster")
     build.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    build.add_argument("--terminals", default=None, help="comma-separated subset of terminals (default: all)")
+    build.add_argument("--terminals", default=None, help="comma-separated terminals and @groups (@base, @zoo, @labels, @all; default: @base)")
     build.add_argument("--out", required=True)
     build.set_defaults(run=run_build)
 

@@ -21,7 +21,8 @@ from primitives.expression import Node
 from primitives.ops import PRIMITIVES
 from primitives.terminals import TERMINALS
 
-LIBRARY = ("primitives.types", "primitives.ops", "primitives.layers", "primitives.terminals", "primitives.proxy")
+LIBRARY = ("primitives.types", "primitives.ops", "primitives.layers", "primitives.passes", "primitives.terminals",
+           "primitives.proxy")
 ALLOWED = {"torch", "numpy"} | set(sys.stdlib_module_names)
 
 
