@@ -18,7 +18,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_text, remove_stale_temps
-from evaluation.cache import Cache, build_cache, load_cache, sample_sha
+from evaluation.cache import PACKED, SHARDS, Cache, build_cache, load_cache, sample_sha
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
 from evaluation.fitness import Fitness, make_target, rank_correlation
@@ -68,7 +68,7 @@ def campaign_terminals(config: Config) -> tuple[str, ...]:
 
 
 def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths: DataPaths | None = None,
-              progress: bool | None = None) -> Cache:
+              progress: bool | None = None, say: Callable[[str], None] | None = None) -> Cache:
     """Build (or resume) and load the cache of ``sample`` made with the campaign's cache settings.
 
     Its folder is named by what made it, so campaigns sharing ``[cache] dir`` share identical caches."""
@@ -77,6 +77,10 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
     key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
     where = (Path(k.dir) if k.dir else run_dir / "caches") / \
         f"{dataset}-{sample.split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if say:
+        cached = len(sample.indices) if (where / PACKED).exists() else len(list((where / SHARDS).glob("*.npz")))
+        say(f"{dataset} {sample.split} cache: {len(sample.indices) - cached} networks to build, {cached} cached, "
+            f"{len(terminals)} terminals ({where})")
     build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
                 image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
                 address=par.address or None, paths=paths, progress=progress)
@@ -84,7 +88,7 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
 
 
 def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progress: bool | None = None,
-            splits: tuple[str, ...] = ("search", "heldout")) -> Prepared:
+            splits: tuple[str, ...] = ("search", "heldout"), say: Callable[[str], None] | None = None) -> Prepared:
     """Draw (or re-draw identically) the samples of ``splits`` and build (or resume) their caches
     (a split left out keeps an empty list: reports on held-out networks need not load the search cache)."""
     c, s = config.campaign, config.sample
@@ -99,7 +103,12 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
                 continue
             sample = make_sample(space, kind, n, c.seed, split, dataset, acc, s.split_seed, s.heldout_fraction, s.bins)
             write_sample(sample, run_dir / "samples" / f"{dataset}-{split}.json")
-            out.append(cache_for(config, sample, dataset, run_dir, paths, progress))
+            if say:
+                say(f"{dataset} {split} sample: {len(sample.indices)} networks ({kind}, seed {c.seed})")
+            begun = time.perf_counter()
+            out.append(cache_for(config, sample, dataset, run_dir, paths, progress, say))
+            if say:
+                say(f"{dataset} {split} cache ready in {time.perf_counter() - begun:.0f} s")
     return Prepared(search, heldout, {d: gt.accuracy[d] for d in c.datasets}, campaign_terminals(config))
 
 
@@ -133,9 +142,10 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
         progress: bool | None = None) -> dict[str, Any]:
     """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record."""
     show = sys.stderr.isatty() if progress is None else progress
+    say = _say if progress is None and not show else None  # not a terminal: one line per phase, no bars
     start = time.perf_counter()
     remove_stale_temps(run_dir)
-    prepared = prepare(config, run_dir, paths, show)
+    prepared = prepare(config, run_dir, paths, show, say=say)
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
@@ -160,12 +170,24 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
             _checkpoint(run_dir, engine, config, pset_digest, log)
             bar.update(1)
             bar.set_postfix(best=f"{log[-1]['best']:.3f}")
+            every = max(1, config.gp.generations // 10)
+            if say and (engine.generation % every == 0 or engine.generation == config.gp.generations):
+                say(f"generation {engine.generation}/{config.gp.generations}: best search fitness "
+                    f"{log[-1]['best']:.3f}, {time.perf_counter() - start:.0f} s so far")
         bar.close()
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_interrupted(run_dir)) from None
     finally:
         evaluator.close()
+    if say:
+        say(f"held-out report: the hall of fame and the baselines on {sum(len(c.indices) for c in prepared.heldout)} "
+            "held-out networks")
     return _final_report(run_dir, engine, config, prepared, prepare_seconds, time.perf_counter() - start)
+
+
+def _say(line: str) -> None:
+    """One progress line on stderr (used when it is not a terminal, so logs show each phase)."""
+    print(f"zcp: {line}", file=sys.stderr, flush=True)
 
 
 def _interrupted(run_dir: Path) -> str:

@@ -78,6 +78,8 @@ def az_nas(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
 
     def hook(module: nn.Module, inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor) and output.dim() == 4:
+            if feats and output is feats[-1]:  # an in-place block (nn.ReLU(inplace=True)) is not a new map
+                return
             feats.append(output)
 
     handles = [b.register_forward_hook(hook) for b in blocks(model)]
