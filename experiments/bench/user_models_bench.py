@@ -1,6 +1,6 @@
 """Benchmark: proxies on the models users have, seconds per score and peak memory per model family.
 
-    .venv/bin/python -m experiments.bench.user_models_bench [--batch-size 64] [--repeats 2]
+    .venv/bin/python -m experiments.bench.user_models_bench [--batch-size 64] [--repeats 1] [--threads 1]
         [--families nats,resnet18,vit] [--proxies exported,az_nas,zico] [--all-zoo]
 
 Families: the NATS-Bench cell network as the official code returns it (``(features, logits)``, TSS
@@ -10,7 +10,8 @@ data is there, else Gaussian). Proxies: the README's best CIFAR-10 proxy exporte
 (its ``score``), AZ-NAS and ZiCo from the zoo (library calls: ``get_proxy(name)(model, images)``, ZiCo
 with the batch's labels). Each (family, proxy) runs in a fresh child process, so its peak resident set
 size (``ru_maxrss``) is that score's own; the RSS after building the model and loading the batch is
-printed beside it. Seconds are the median of ``--repeats`` scores after one warm-up score.
+printed beside it. Seconds are the median of ``--repeats`` scores, with torch on ``--threads`` threads
+(1 by default: on a shared machine more threads than free cores make timings meaningless).
 ``--all-zoo`` also scores every zoo proxy once per family and prints which ones cannot run, and why.
 Last, the cost of seeing functional activations: median seconds of a train-mode forward of each family
 with and without ``primitives.layers.ActivationUnits`` active (a no-op callback), side by side.
@@ -65,11 +66,11 @@ def _child(family: str, proxy: str, batch_size: int, repeats: int, exported: str
     labels = {"labels": batch.labels} if proxy == "zico" else {}
     ready = rss_mib()
     seconds, value = [], None
-    for _ in range(repeats + 1):
+    for _ in range(repeats):
         begun = time.perf_counter()
         value = score(model, batch.images, **labels)
         seconds.append(time.perf_counter() - begun)
-    return {"seconds": statistics.median(seconds[1:]), "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"seconds": statistics.median(seconds), "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "ready_mib": ready, "score": value, "images": batch.source}
 
 
@@ -108,25 +109,28 @@ def _mode_overhead(family: str, batch_size: int, repeats: int = 5) -> tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--proxies", default="exported,az_nas,zico")
     parser.add_argument("--all-zoo", action="store_true")
     parser.add_argument("--child", nargs=3, metavar=("FAMILY", "PROXY", "EXPORTED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(_child(args.child[0], args.child[1], args.batch_size, args.repeats, args.child[2])))
         return
     with tempfile.TemporaryDirectory() as tmp:
         exported = _export(Path(tmp))
-        print(f"batch {args.batch_size} x 3 x 32 x 32; seconds: median of {args.repeats} after a warm-up; "
-              "peak RSS of a child process doing only that")
+        print(f"batch {args.batch_size} x 3 x 32 x 32, {args.threads} torch thread(s); seconds: median of "
+              f"{args.repeats} score(s); peak RSS of a child process doing only that")
         print(f"{'family':>9} | {'proxy':>8} | {'s / score':>9} | {'peak RSS MiB':>12} | {'RSS before MiB':>14} | score")
         for family in args.families.split(","):
             for proxy in args.proxies.split(","):
                 done = subprocess.run([sys.executable, "-m", "experiments.bench.user_models_bench", "--child", family,
                                        proxy, str(exported), "--batch-size", str(args.batch_size),
-                                       "--repeats", str(args.repeats)], capture_output=True, text=True)
+                                       "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                                      capture_output=True, text=True)
                 if done.returncode != 0:
                     lines = done.stderr.strip().splitlines()
                     print(f"{family:>9} | {proxy:>8} | failed: {lines[-1] if lines else done.returncode}")
