@@ -1,10 +1,13 @@
 """Small networks this project did not build, for testing the layer definition on any nn.Module."""
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from evaluation.spaces.cells import TinyNetwork
 
 
 def module_calls(model: nn.Module, x: torch.Tensor, modules: list[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -67,17 +70,20 @@ class Branches(nn.Module):
 # ---- models as users have them (issue 14): other output conventions, activations, families ------------------
 
 
-class NatsOfficial(nn.Module):
-    """The NATS-Bench cell network as xautodl's official code returns it: ``(features, logits)``."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
+class NatsOfficial(TinyNetwork):
+    """The NATS-Bench cell network as xautodl's official ``TinyNetwork`` is: the same modules, and a
+    forward that returns ``(features, logits)``."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.net
-        features = n.global_pooling(n.lastact(n.cells(n.stem(x)))).flatten(1)
-        return features, n.classifier(features)
+        features = self.global_pooling(self.lastact(self.cells(self.stem(x)))).flatten(1)
+        return features, self.classifier(features)
+
+
+def official(net: TinyNetwork) -> NatsOfficial:
+    """A copy of ``net`` (same weights) that returns what the official network returns."""
+    out = copy.deepcopy(net)
+    out.__class__ = NatsOfficial
+    return out
 
 
 class DictOutput(nn.Module):

@@ -21,8 +21,8 @@ from experiments.config import Config
 from gp.export import export_run
 from primitives.layers import ModelError, code_kernel, pick_output
 from primitives.terminals import TERMINALS, compute_terminals
-from tests.models import (ACTIVATIONS, MODULE_ACTIVATIONS, ConvAct, DataclassOutput, DictOutput, NatsOfficial, ResNet18,
-                          TinyResNet, ViT, module_calls)
+from tests.models import (ACTIVATIONS, MODULE_ACTIVATIONS, ConvAct, DataclassOutput, DictOutput, ResNet18, TinyResNet,
+                          ViT, module_calls, official)
 
 CHEAP = {"swap": {"repeats": 2, "samples": 4}, "dextr": {"curve_size": 16}}
 NASWOT, GRADS = "layer_sum(m_logdet(code_kernel))", "n_mul(layer_wsum(v_min(chan_corr_eig)), layer_sum(v_min(grad_sv)))"
@@ -97,7 +97,7 @@ def test_pick_output_defaults_and_overrides():
         pick_output(("x", t), output=0)
 
 
-@pytest.mark.parametrize("wrap", [NatsOfficial, DictOutput, DataclassOutput], ids=["tuple", "dict", "dataclass"])
+@pytest.mark.parametrize("wrap", [official, DictOutput, DataclassOutput], ids=["tuple", "dict", "dataclass"])
 def test_every_output_convention_scores_as_the_plain_logits(wrap, exported):
     x, y = batch(), torch.tensor([0, 3, 7, 1])
     plain, wrapped = tiny_tss(), wrap(tiny_tss())
@@ -105,6 +105,9 @@ def test_every_output_convention_scores_as_the_plain_logits(wrap, exported):
     assert score(wrapped, x) == score(plain, x)
     for name in ("zico", "naswot", "snip", "jacov", "synflow", "meco"):
         assert get_proxy(name).score(wrapped, x, y) == get_proxy(name).score(plain, x, y), name
+    if wrap is official:  # the same modules: block-based proxies see the same blocks
+        for name in ("az_nas", "wrcor"):
+            assert get_proxy(name).score(wrapped, x, y) == get_proxy(name).score(plain, x, y), name
 
 
 def test_ambiguous_outputs_say_what_was_found_and_how_to_choose(exported):

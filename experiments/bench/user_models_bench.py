@@ -38,11 +38,11 @@ from experiments.bench.build_forward import rss_mib
 from experiments.config import Config
 from primitives.layers import ActivationUnits
 from gp.export import export_run, load_proxy
-from tests.models import NatsOfficial, ResNet18, ViT
+from tests.models import ResNet18, ViT, official
 
 EXPORTED = "n_mul(layer_wsum(v_min(noise_chan_corr_eig)), layer_sum(v_min(m_eig(grad_corr_sum))))"
 FAMILIES = {
-    "nats": lambda: NatsOfficial(get_space("tss").build(1, "cifar10")),
+    "nats": lambda: official(get_space("tss").build(1, "cifar10")),
     "resnet18": lambda: ResNet18(),
     "vit": lambda: ViT(image=32, patch=4, dim=192, depth=6, heads=3),
 }
