@@ -75,12 +75,14 @@ def az_nas(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
            gen: torch.Generator) -> dict[str, float]:
     init_weights(model, gen, "kaiming")
     feats: list[torch.Tensor] = []
+    versions: list[int] = []
 
     def hook(module: nn.Module, inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor) and output.dim() == 4:
-            if feats and output is feats[-1]:  # an in-place block (nn.ReLU(inplace=True)) is not a new map
-                return
+            if feats and output is feats[-1] and output._version != versions[-1]:
+                return  # the last map changed in place (nn.ReLU(inplace=True)): not a new map; an identity is
             feats.append(output)
+            versions.append(output._version)
 
     handles = [b.register_forward_hook(hook) for b in blocks(model)]
     try:
