@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_text, remove_stale_temps
-from evaluation.cache import Cache, build_cache, load_cache, sample_sha
+from evaluation.cache import PACKED, SHARDS, Cache, build_cache, load_cache, sample_sha
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
 from evaluation.fitness import Fitness, Target, cache_accuracy, rank_correlation
@@ -95,7 +95,7 @@ def part_name(config: Config, space: str, dataset: str, kind: str | None = None)
 
 
 def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths: DataPaths | None = None,
-              progress: bool | None = None) -> Cache:
+              progress: bool | None = None, say: Callable[[str], None] | None = None) -> Cache:
     """Build (or resume) and load the cache of ``sample`` made with the campaign's cache settings.
 
     Its folder is named by what made it, so campaigns sharing ``[cache] dir`` share identical caches."""
@@ -104,6 +104,10 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
     key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
     where = (Path(k.dir) if k.dir else run_dir / "caches") / \
         f"{dataset}-{sample.split}-{sample.space}-{sample.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if say:
+        cached = len(sample.indices) if (where / PACKED).exists() else len(list((where / SHARDS).glob("*.npz")))
+        say(f"{dataset} {sample.split} cache: {len(sample.indices) - cached} networks to build, {cached} cached, "
+            f"{len(terminals)} terminals ({where})")
     build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
                 image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
                 address=par.address or None, paths=paths, progress=progress)
@@ -137,7 +141,7 @@ def subset_rows(n: int, subsets: int, seed: int) -> list[np.ndarray | None]:
 
 
 def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progress: bool | None = None,
-            splits: tuple[str, ...] = ("search", "heldout")) -> Prepared:
+            splits: tuple[str, ...] = ("search", "heldout"), say: Callable[[str], None] | None = None) -> Prepared:
     """Draw (or re-draw identically) the samples of ``splits`` and build (or resume) their caches
     (a split left out keeps an empty list: reports on held-out networks need not load the search cache).
 
@@ -159,11 +163,16 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
                     raise ZcpError(f"the {kind} search sample of {name} holds {len(sample.indices)} networks (short "
                                    f"bins): too few for {s.subsets} subsets of at least {MIN_SUBSET_N}")
                 write_sample(sample, run_dir / "samples" / f"{dataset}-{split}-{space}-{kind}.json")
+                if say:
+                    say(f"{name} {split} sample: {len(sample.indices)} networks ({kind}, seed {c.seed})")
                 drawn[split].append((name, sample))
     parts: dict[str, list[Part]] = {"search": [], "heldout": []}
     for split, pairs in drawn.items():
         for name, sample in pairs:
-            cache = cache_for(config, sample, sample.dataset, run_dir, paths, progress)
+            begun = time.perf_counter()
+            cache = cache_for(config, sample, sample.dataset, run_dir, paths, progress, say)
+            if say:
+                say(f"{name} {split} cache ready in {time.perf_counter() - begun:.0f} s")
             parts[split].append(Part(name, sample, cache, cache_accuracy(cache, truth[sample.space, sample.dataset])))
     return Prepared(parts["search"], parts["heldout"], truth, campaign_terminals(config))
 
@@ -221,9 +230,10 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
         progress: bool | None = None) -> dict[str, Any]:
     """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record."""
     show = sys.stderr.isatty() if progress is None else progress
+    say = _say if progress is None and not show else None  # not a terminal: one line per phase, no bars
     start = time.perf_counter()
     remove_stale_temps(run_dir)
-    prepared = prepare(config, run_dir, paths, show)
+    prepared = prepare(config, run_dir, paths, show, say=say)
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
@@ -248,12 +258,19 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
             _checkpoint(run_dir, engine, config, pset_digest, log)
             bar.update(1)
             bar.set_postfix(best=f"{log[-1]['best']:.3f}")
+            every = max(1, config.gp.generations // 10)
+            if say and (engine.generation % every == 0 or engine.generation == config.gp.generations):
+                say(f"generation {engine.generation}/{config.gp.generations}: best search fitness "
+                    f"{log[-1]['best']:.3f}, {time.perf_counter() - start:.0f} s so far")
         bar.close()
         hof = _with_targets(engine.hall_of_fame.entries(), scorer, payload.names)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_interrupted(run_dir)) from None
     finally:
         close()
+    if say:
+        say(f"held-out report: the hall of fame and the baselines on "
+            f"{sum(len(p.sample.indices) for p in prepared.heldout)} held-out networks")
     return _final_report(run_dir, engine, hof, prepared, prepare_seconds, time.perf_counter() - start)
 
 
@@ -279,6 +296,11 @@ def _engine(config: Config, payload: Payload, types: dict[str, type],
     except BaseException:
         evaluator.close()
         raise
+
+
+def _say(line: str) -> None:
+    """One progress line on stderr (used when it is not a terminal, so logs show each phase)."""
+    print(f"zcp: {line}", file=sys.stderr, flush=True)
 
 
 def _interrupted(run_dir: Path) -> str:

@@ -62,10 +62,12 @@ def randn_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The model's blocks in order: ``[stem, *cells]`` for NATS-style networks (what AZ-NAS's
-    ``extract_cell_features`` and WRCor's layer weights use), else the model's direct children."""
+    ``extract_cell_features`` and WRCor's layer weights use), else the model's direct children that
+    hold parameters (a pooling or activation child is not a block: on a 1 x 1 map a global pool passes
+    the gradient unchanged, which AZ-NAS scores as -inf)."""
     if isinstance(getattr(model, "stem", None), nn.Module) and isinstance(getattr(model, "cells", None), nn.Sequential):
         return [model.stem, *model.cells]
-    return list(model.children())
+    return [c for c in model.children() if next(c.parameters(), None) is not None]
 
 
 # ----------------------------------------------------------------------------- ZiCo
@@ -178,7 +180,7 @@ def swap_layers(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> tupl
             with Recorder(model, on_layer, on_unit=on_unit) as rec:
                 model(x)
             if not units:
-                raise ValueError("the model has no nn.ReLU modules on 4-D feature maps: SWAP needs them")
+                raise ValueError("SWAP needs ReLU-like activations acting on 4-D feature maps; the model has none")
             total += distinct(units, n)
             records = records or rec.layers
             counts = [c + r.stats["patterns"] for c, r in zip(counts or [0] * len(rec.layers), rec.layers)]
@@ -220,10 +222,14 @@ def az_components(model: nn.Module, x: torch.Tensor, gen: torch.Generator,
     Kaiming-normal from ``gen``) on Gaussian inputs of ``x``'s shape; see evaluation/proxies/az_nas.py."""
     init_weights(model, gen, "kaiming")
     feats: list[torch.Tensor] = []
+    versions: list[int] = []
 
     def hook(module: nn.Module, inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor) and output.dim() == 4:
+            if feats and output is feats[-1] and output._version != versions[-1]:
+                return  # the last map changed in place (nn.ReLU(inplace=True)): not a new map; an identity is
             feats.append(output)
+            versions.append(output._version)
 
     handles = [b.register_forward_hook(hook) for b in blocks(model)]
     try:

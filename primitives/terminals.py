@@ -21,6 +21,12 @@ The backward signal (``signal``) is label-free by default: ``pseudo_ce`` = cross
 labels drawn uniformly at random from ``seed``; ``logit_sum`` = sum of the logits; ``ce`` =
 cross-entropy against the batch's true labels (label -1 is ignored).
 
+What each terminal needs from a model (``primitives/layers.py`` defines layers and units): every
+terminal but ``params`` and ``curvature`` needs at least one layer (an ``nn.Conv2d`` / ``nn.Linear``
+call); ``code_kernel`` needs activation units (ReLU-like activations, module or functional);
+gradient terminals need a forward whose logits depend on the parameters; ``logit_*`` and
+``curvature`` need only the logits. A model lacking what a requested terminal needs raises one line.
+
 Per-network results are *packed*: for each terminal a float64 array (Vector: all layers' vectors
 concatenated, with lengths under ``<name>.len``; RowScalar: (L,); Matrix: (1, B, B); NetScalar: (1,))
 plus ``layers`` = (1,) layer count. Packed arrays of many networks concatenate along axis 0, which is
@@ -37,8 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from primitives.layers import (LAYER_TYPES, LayerRecord, Recorder, SameValues, code_kernel, corr, corr_from_gram,
-                               gram_and_sums, preserved, singular_values, spectrum)
+from primitives.layers import (LayerRecord, ModelError, Output, Recorder, SameValues, code_kernel, corr,
+                               corr_from_gram, gram_and_sums, picking_logits, preserved, singular_values, spectrum)
 from primitives.passes import (SWAP_REPEATS, az_components, jacobian_corr, jacov_score, swap_layers, synflow_layers,
                                zico_layers)
 from primitives.types import BIG, Matrix, NetScalar, Rows, RowScalar, Vector
@@ -176,8 +182,10 @@ def terminal_types(names: Iterable[str] | None = None) -> dict[str, type]:
 
 
 def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: torch.Tensor | None,
-                signal: str) -> dict[str, np.ndarray]:
-    """One forward (+ backward if a wanted terminal needs it) with hooks; base names in ``wanted``."""
+                signal: str, draws: torch.Tensor) -> dict[str, np.ndarray]:
+    """One forward (+ backward if a wanted terminal needs it) with hooks; base names in ``wanted``.
+
+    Without ``labels`` the backward signal's labels are ``draws`` modulo the logits' width."""
     backward = any(TERMINALS[n].backward for n in wanted)
     kernels: dict[str, torch.Tensor] = {}
     same_acts, same_units = SameValues(), SameValues()
@@ -205,12 +213,12 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
         if "act_corr_sum" in wanted:
             add("act_corr_sum", c)
         s["preact_std"] = z.std()
-        z0 = z[0].reshape(z.shape[1], -1)
+        m = rec.module  # channels: dim 1 of a Conv2d output, the last dim of a Linear one (tokens x features)
+        z0 = z[0].reshape(-1, z.shape[-1]).T if isinstance(m, nn.Linear) else z[0].reshape(z.shape[1], -1)
         if wanted & {"chan_corr_eig"}:
             s["chan_corr_eig"] = spectrum(corr(z0))
         if wanted & {"chan_sv"}:
             s["chan_sv"] = singular_values(z0)
-        m = rec.module
         w = m.weight.detach().reshape(m.weight.shape[0], -1)
         if "weight_sv" in wanted:
             s["weight_sv"] = singular_values(w)
@@ -238,11 +246,13 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
                   on_unit if "code_kernel" in wanted else None) as rec:
         logits = model(x)
         if backward:
-            _signal(logits, labels, signal).backward()
+            y = labels if labels is not None else (draws % logits.shape[-1]).to(logits.device)
+            _signal(logits, y, signal).backward()
     if "code_kernel" in wanted and rec.units == 0:
-        raise ValueError("the model has no nn.ReLU modules: code_kernel (NASWOT) needs activation units")
+        raise ModelError("the model calls no ReLU-like activation (nn.ReLU / GELU / SiLU / LeakyReLU modules or "
+                         "F.relu, torch.relu, x.relu(), F.gelu, F.silu, F.leaky_relu): code_kernel (NASWOT) needs them")
     if not rec.layers:
-        raise ValueError("the model has no Conv2d / Linear layers: per-layer terminals are undefined")
+        raise ModelError("the model calls no nn.Conv2d / nn.Linear module: per-layer terminals are undefined")
     for r in rec.layers:
         if backward and r.module.weight.grad is not None:
             w, dw = r.module.weight.detach(), r.module.weight.grad.detach()
@@ -282,11 +292,9 @@ def _moments(g: torch.Tensor, sums: torch.Tensor, n: int) -> tuple[torch.Tensor,
     return total / n, var.clamp_min(0).sqrt()
 
 
-def _signal(logits: torch.Tensor, labels: torch.Tensor | None, signal: str) -> torch.Tensor:
+def _signal(logits: torch.Tensor, labels: torch.Tensor, signal: str) -> torch.Tensor:
     if signal == "logit_sum":
         return logits.sum()
-    if labels is None:
-        raise ValueError("backward signal 'ce' needs the batch's labels")
     return F.cross_entropy(logits, labels.to(logits.device), ignore_index=-1)
 
 
@@ -314,27 +322,30 @@ def curvature(logits: torch.Tensor) -> float:
 
 def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[str] | None = None, *,
                       labels: torch.Tensor | None = None, signal: str = "pseudo_ce", seed: int = 0,
-                      curve_points: int = 64) -> dict[str, np.ndarray]:
+                      curve_points: int = 64, output: Output = None) -> dict[str, np.ndarray]:
     """Packed terminals of one network (see the module docstring); only the passes ``names`` need.
 
-    ``names`` may hold ``@group`` names (:data:`GROUPS`); the default is ``@base``."""
+    ``names`` may hold ``@group`` names (:data:`GROUPS`); the default is ``@base``. ``output`` picks the
+    logits when the forward returns more than a tensor (``layers.pick_output``)."""
     names = set(resolve_terminals(DEFAULT if names is None else names))
     if signal not in SIGNALS:
         raise ValueError(f"unknown backward signal {signal!r}; known: {', '.join(SIGNALS)}")
+    if signal == "ce" and labels is None:
+        raise ModelError("backward signal 'ce' needs the batch's labels")
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(images.shape, generator=gen).to(images.device)
     pseudo = torch.randint(0, 1 << 30, (images.shape[0],), generator=gen)
     circle_gen = torch.Generator().manual_seed(seed + 1)
 
     out: dict[str, np.ndarray] = {}
-    with preserved(model):
+    with preserved(model), picking_logits(model, output):
         model.train()
         for kind, prefix, x in (("real", "", images), ("noise", "noise_", noise)):
             wanted = {n[len(prefix):] for n in names if TERMINALS[n].pass_ == kind}
             if not wanted:
                 continue
-            y = labels if signal == "ce" and kind == "real" else _pseudo(model, x, pseudo)
-            stats = _pass_stats(model, x, wanted, y, signal)
+            y = labels if signal == "ce" and kind == "real" else None
+            stats = _pass_stats(model, x, wanted, y, signal, pseudo)
             out["layers"] = stats.pop("layers")
             out.update({prefix + k: v for k, v in stats.items()})
         if "curvature" in names:
@@ -344,7 +355,7 @@ def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[st
         if "params" in names:
             out["params"] = np.array([float(sum(p.numel() for p in model.parameters()))])
         if names & set(GROUPS["zoo"]) - {"code_logdet", "noise_code_logdet"}:
-            y = labels if signal == "ce" else _pseudo(model, images, pseudo)
+            y = labels if signal == "ce" else pseudo
             _zoo_passes(model, images, names, y, signal, seed, out)
     if "label_kernel" in names:
         out["label_kernel"] = _label_kernel(labels, images.shape[0])
@@ -370,7 +381,10 @@ def _zoo_passes(model: nn.Module, images: torch.Tensor, names: set[str], labels:
         out.update(_pack(records, want(kind), net))
 
     if want("halves"):
-        take("halves", "ZiCo", zico_layers(model, images, labels, lambda z, y: _signal(z, y, signal)), {})
+        def loss(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:  # pseudo-labels: draws modulo the width
+            return _signal(z, y if signal == "ce" else y % z.shape[-1], signal)
+
+        take("halves", "ZiCo", zico_layers(model, images, labels, loss), {})
     if want("synflow"):
         take("synflow", "synflow", synflow_layers(model, tuple(images.shape[1:]), images.device), {})
     if want("swap"):
@@ -393,20 +407,6 @@ def _label_kernel(labels: torch.Tensor | None, n: int) -> np.ndarray:
     y = labels.cpu()
     same = (y[:, None] == y[None, :]) & (y >= 0)[:, None]
     return same.double().numpy()[None]
-
-
-def _pseudo(model: nn.Module, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-    """Pseudo-labels: ``draws`` modulo the number of classes (the model's output width)."""
-    classes = _output_width(model)
-    return (draws % classes).to(x.device)
-
-
-def _output_width(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
-    if not last:
-        raise ValueError("the model has no Conv2d / Linear layers")
-    m = last[-1]
-    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
 def collate(packed: Mapping[str, np.ndarray], names: Iterable[str], device: str = "cpu") -> dict[str, object]:

@@ -10,7 +10,7 @@ from evaluation.spaces import get_space
 from primitives.layers import SameValues
 from primitives.terminals import BASE, TERMINALS, collate, compute_terminals
 from primitives.types import Matrix, NetScalar, RowScalar, Vector
-from tests.models import MLP, Branches, TinyResNet
+from tests.models import MLP, Branches, TinyResNet, module_calls
 
 
 def _tss(index=1, seed=0):
@@ -24,15 +24,7 @@ def _batch(n=16, size=32, seed=0):
 
 def _outputs(model, x):
     """(module input, module output) of every Conv2d / Linear call, in call order, train mode."""
-    seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((i[0].detach(), o.detach())))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    model.train()
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return seen
+    return module_calls(model, x, [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
 
 
 def _split(packed, name):
@@ -181,9 +173,10 @@ def test_only_the_needed_passes_run():
 
 
 def test_models_without_what_a_terminal_needs_fail_clearly():
-    with pytest.raises(ValueError, match="no nn.ReLU modules"):
-        compute_terminals(Branches(), _batch(), ["code_kernel"])
-    with pytest.raises(ValueError, match="no Conv2d / Linear layers"):
+    no_relu = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 30 * 30, 5))
+    with pytest.raises(ValueError, match="calls no ReLU-like activation"):
+        compute_terminals(no_relu, _batch(), ["code_kernel"])
+    with pytest.raises(ValueError, match="calls no nn.Conv2d / nn.Linear module"):
         compute_terminals(nn.Sequential(nn.Flatten(), nn.ReLU()), _batch(), ["act_sv"])
     with pytest.raises(ValueError, match="unknown terminal"):
         compute_terminals(MLP(), _batch(), ["bogus"])

@@ -6,13 +6,19 @@ weights, buffers, gradients and mode with ``primitives.layers.preserved``), draw
 number from ``gen`` (a ``torch.Generator`` seeded by the run's seed), and returns a float, or, for a
 set-level proxy, a dict of component floats that ``aggregate`` turns into scores over a set of
 networks. NaN is returned only together with a logged warning saying why.
+
+As a library (:meth:`Proxy.__call__`) a proxy takes models as users have them: forwards returning a
+tuple ``(features, logits)``, a dict or a ``ModelOutput`` (``output=`` picks the logits, see
+``primitives.layers.pick_output``) and activations however written; every problem is one ZcpError line.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evaluation.errors import ZcpError
-from primitives.layers import LAYER_TYPES, preserved
+from primitives.layers import LAYER_TYPES, ModelError, Output, picking_logits, preserved
 from primitives.passes import blocks, init_weights, randn_like  # noqa: F401 (the zoo imports them from here)
+from primitives.proxy import check_model_inputs, model_failed
 
 log = logging.getLogger("zcp.proxies")
 
@@ -42,17 +49,53 @@ class Proxy:
     aggregate: Aggregate | None = None
 
     def score(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0,
-              **options: object) -> float | dict[str, float]:
+              output: Output = None, **options: object) -> float | dict[str, float]:
         """Score one network in train mode; the model is left exactly as it was."""
         if self.needs_labels and not has_labels(labels):
             raise ZcpError(f"proxy {self.name} needs labels, but the batch has none (use real images, not noise)")
-        gen = torch.Generator().manual_seed(seed)
-        with preserved(model):
-            model.train()
-            result = self.fn(model, images, labels, gen, **options)
+        with self._guard(model, images, labels, options, output):
+            result = self.fn(model, images, labels, torch.Generator().manual_seed(seed), **options)
         if self.components:
             return {k: float(result[k]) for k in self.components}
         return float(result)
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, *, labels: torch.Tensor | None = None, seed: int = 0,
+                 output: Output = None, **options: object) -> float | dict[str, float]:
+        """The proxy on a user's model, with the contract of an exported proxy's ``score``.
+
+        A float (a dict of components for a set-level proxy, see ``aggregate``); the model is left as
+        found; problems are one ZcpError line. A proxy that needs labels gets, when ``labels`` is None,
+        labels drawn uniformly from ``seed`` over the logits' width (as the label-free ``pseudo_ce``
+        signal of the terminal cache does)."""
+        if labels is None and self.needs_labels:
+            with self._guard(model, inputs, None, options, output), torch.no_grad():
+                classes = model(inputs[:2]).shape[-1]
+            labels = torch.randint(0, classes, inputs.shape[:1], generator=torch.Generator().manual_seed(seed))
+        return self.score(model, inputs, labels, seed, output, **options)
+
+    @contextmanager
+    def _guard(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+               options: Mapping[str, object], output: Output) -> Iterator[None]:
+        """Checked arguments; the model in train mode with ``model(x)`` giving the logits, restored
+        afterwards; any failure inside as one ZcpError line."""
+        try:
+            check_model_inputs(model, images, labels)
+            inspect.signature(self.fn).bind(model, images, labels, None, **options)
+        except ModelError as exc:
+            raise ZcpError(str(exc)) from None
+        except TypeError:
+            known = [p for p in list(inspect.signature(self.fn).parameters)[4:]]
+            raise ZcpError(f"proxy {self.name} takes the options {known or 'none'}, not {sorted(options)}") from None
+        try:
+            with preserved(model), picking_logits(model, output):
+                model.train()
+                yield
+        except ZcpError:
+            raise
+        except ModelError as exc:
+            raise ZcpError(str(exc)) from None
+        except Exception as exc:  # the model's forward, or the proxy on a model it cannot handle
+            raise ZcpError(f"proxy {self.name}: {model_failed(images, exc)}") from None
 
 
 PROXIES: dict[str, Proxy] = {}

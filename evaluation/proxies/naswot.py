@@ -4,7 +4,8 @@ Paper: Mellor et al., "Neural Architecture Search without Training", ICML 2021 (
 BayesWatch/nas-without-training, ``score_networks.py``, ``hooklogdet``). Published NATS-TSS
 CIFAR-10 Kendall tau 0.58 (ZiCo, ICLR 2023, Table 3; the official code was run there).
 
-Formula: for every call of an ``nn.ReLU`` module (the project's activation units) the code of each
+Formula: for every activation unit (a ReLU-like activation, module or functional; see
+``primitives/layers.py``) the code of each
 sample is c = (input > 0); K = sum over calls of ``c c^T + (1-c)(1-c)^T`` (N x N, float64);
 score = ``log |det K|`` (slogdet, sign ignored). No labels.
 Cost: 1 forward. The official code first runs a Jacobian forward + backward only to mark which
@@ -33,7 +34,8 @@ def code_kernel_sum(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     with torch.no_grad(), Recorder(model, lambda *_: None, on_unit=on_unit) as rec:
         model(images)
     if rec.units == 0:
-        raise ZcpError("the model has no nn.ReLU modules: NASWOT needs activation units")
+        raise ZcpError("the model calls no ReLU-like activation (nn.ReLU / GELU / SiLU / LeakyReLU or F.relu, "
+                       "torch.relu, x.relu(), F.gelu, F.silu, F.leaky_relu): NASWOT needs them")
     return kernel
 
 

@@ -5,8 +5,9 @@ Paper: Peng et al., "SWAP-NAS: Sample-Wise Activation Patterns for Ultra-fast NA
 CIFAR-10 number was found (the abstract reports regularised SWAP rho 0.90 on NB201 CIFAR-100).
 
 Formula, per repeat: re-initialise (Conv2d / Linear weights ~ N(0, 1), biases 0, norm layers 1 / 0);
-forward the first ``samples=16`` images (official default); the outputs of every ``nn.ReLU`` call
-whose input is 4-D, flattened per sample and concatenated, give A (N x V); SWAP = the number of
+forward the first ``samples=16`` images (official default); the outputs of every activation unit
+(ReLU-like, module or functional; ``primitives/layers.py``) whose input is 4-D, flattened per sample
+and concatenated, give A (N x V) (only their signs matter, which are those of the inputs); SWAP = the number of
 distinct columns of sign(A), i.e. of distinct per-neuron patterns across the N samples. Averaged
 over ``repeats=32`` (official default). The optional parameter regulariser (off by default in the
 code) is not applied. The NB201 batch size and repeats of the paper are not public.
@@ -19,7 +20,7 @@ import torch.nn as nn
 
 from evaluation.errors import ZcpError
 from evaluation.proxies.base import init_weights, register
-from primitives.layers import ACTIVATION_TYPES
+from primitives.layers import ActivationUnits
 from primitives.passes import distinct, pattern_keys
 
 
@@ -31,22 +32,18 @@ def swap(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, ge
         raise ZcpError(f"SWAP packs each neuron's pattern into 62 bits: use at most 62 samples, not {x.shape[0]}")
     codes: list[torch.Tensor] = []
 
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if inputs[0].dim() == 4:
-            codes.append(pattern_keys(output.reshape(output.shape[0], -1) > 0))
+    def on_unit(u: torch.Tensor) -> None:
+        if u.dim() == 4:
+            codes.append(pattern_keys(u.reshape(u.shape[0], -1) > 0))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ACTIVATION_TYPES)]
     total = 0
-    try:
-        with torch.no_grad():
-            for _ in range(repeats):
-                init_weights(model, gen, "gaussian")
-                codes.clear()
+    with torch.no_grad():
+        for _ in range(repeats):
+            init_weights(model, gen, "gaussian")
+            codes.clear()
+            with ActivationUnits(on_unit):
                 model(x)
-                if not codes:
-                    raise ZcpError("SWAP needs nn.ReLU modules acting on 4-D feature maps; the model has none")
-                total += distinct(codes, x.shape[0])
-    finally:
-        for h in handles:
-            h.remove()
+            if not codes:
+                raise ZcpError("SWAP needs ReLU-like activations acting on 4-D feature maps; the model has none")
+            total += distinct(codes, x.shape[0])
     return total / repeats

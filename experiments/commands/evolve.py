@@ -32,4 +32,22 @@ def _summary(record: dict[str, Any], top: int = 5) -> int:
     for name, fit, heldout in rows:
         cells = " | ".join(f"{heldout[d]['kendall']:+.3f} / {heldout[d]['spearman']:+.3f}" for d in datasets)
         print(f"{fit:>10} | {cells} | {name}")
+    for line in _verdict(record, datasets):
+        print(line)
     return 0
+
+
+def _verdict(record: dict[str, Any], datasets: list[str], against: tuple[str, ...] = ("#params", "NASWOT")) -> list[str]:
+    """Whether the best proxy by search fitness beats the baselines on the held-out networks, per
+    dataset (what a fresh run should reproduce even where its top 5 differs, see the README)."""
+    base = [b for b in against if b in record["baselines"]]
+    if not record["entries"] or not base:
+        return []
+    lines = []
+    for d in datasets:
+        tau = record["entries"][0]["heldout"][d]["kendall"]
+        taus = {b: record["baselines"][b]["heldout"][d]["kendall"] for b in base}
+        beats = all(tau > t for t in taus.values())
+        lines.append(f"held-out {d}: the best proxy by search fitness (tau {tau:+.3f}) "
+                     f"{'beats' if beats else 'does NOT beat'} " + " and ".join(f"{b} ({t:+.3f})" for b, t in taus.items()))
+    return lines

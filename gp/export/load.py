@@ -26,7 +26,7 @@ from primitives.proxy import score_network
 from primitives.terminals import terminal_types
 from primitives.types import Value
 
-OPTIONS = ("labels", "signal", "seed", "curve_points")
+OPTIONS = ("labels", "signal", "seed", "curve_points", "output")
 _loaded = itertools.count()
 
 

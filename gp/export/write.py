@@ -24,6 +24,15 @@ from primitives.functions import REGISTRY
 from primitives.terminals import TERMINALS, terminal_types
 
 SIMPLIFY_SECONDS = 20.0
+# dataclasses look a class's module up in sys.modules: a file executed without being registered there
+# (importlib's module_from_spec + exec_module, exec of its text) gets a stand-in while it defines them
+LOADER = """import sys as _sys
+import types as _types
+
+_PLACEHOLDER = None
+if __name__ not in _sys.modules:  # not registered by whoever runs this file: see the end of the file
+    _PLACEHOLDER = _sys.modules[__name__] = _types.ModuleType(__name__)
+"""
 
 
 class _Latex(LatexPrinter):
@@ -76,9 +85,12 @@ def module_source(record: dict[str, Any], program: str) -> str:
         f"    {record['simplified']}",
         f"Search fitness: {record['fitness']:.4f} ({record['metric']}); held-out scores:", *_heldout_lines(record['heldout']),
         f"Config hash: {record['config_hash']}; terminals: {', '.join(record['terminals'])}.", "",
-        "Usage: score(model, inputs, *, labels=None, signal=..., seed=..., curve_points=...) -> float, for any",
-        "torch.nn.Module and a batch of at least 2 inputs on the model's device (CPU or CUDA); the defaults",
-        "are the campaign's. Only the passes the terminals need run (a backward pass only for gradient",
+        "Usage: score(model, inputs, *, labels=None, signal=..., seed=..., curve_points=..., output=None) -> float,",
+        "for any torch.nn.Module and a batch of at least 2 inputs on the model's device (CPU or CUDA); the",
+        "defaults are the campaign's. A forward may return a tensor, a tuple / list such as (features, logits),",
+        "a dict or an object with `logits`: see pick_output (output= an index, key or callable overrides).",
+        "Load it any usual way: import, importlib, runpy.run_path or exec of its text.",
+        "Only the passes the terminals need run (a backward pass only for gradient",
         "terminals); weights, buffers, gradients and training mode are left as found. Problems with the",
         "model or inputs raise ValueError (one line). Imports torch and numpy only; importing defines only.",
         "", "Layer definition (as in the zcp terminal cache):", "", layers.__doc__.strip()])
@@ -88,15 +100,18 @@ EXPRESSION = {record['expression']!r}
 NEEDED = {tuple(record['terminals'])!r}
 
 
-def score(model, inputs, *, labels=None, signal={o['signal']!r}, seed={o['seed']!r}, curve_points={o['curve_points']!r}):
+def score(model, inputs, *, labels=None, signal={o['signal']!r}, seed={o['seed']!r}, curve_points={o['curve_points']!r},
+          output=None):
     """The proxy's score (float) of ``model`` on the batch ``inputs``; see the module docstring."""
     return score_network(model, inputs, NEEDED, _program, labels=labels, signal=signal, seed=seed,
-                         curve_points=curve_points)
+                         curve_points=curve_points, output=output)
 
 
 __all__ = ["score", "EXPRESSION", "NEEDED"]
+if _sys.modules.get(__name__) is _PLACEHOLDER:
+    del _sys.modules[__name__]
 '''
-    return f'"""{_safe(doc)}\n"""\nfrom __future__ import annotations\n\n{library_source()}\n\n# {"-" * 30} the proxy (generated)\n\n{program}{score}'
+    return f'"""{_safe(doc)}\n"""\nfrom __future__ import annotations\n\n{LOADER}\n{library_source()}\n\n# {"-" * 30} the proxy (generated)\n\n{program}{score}'
 
 
 def _write_entry(run: Run, rank: int, node: Node, forms: tuple[str, str, str, str], out: Path) -> dict[str, Any]:
