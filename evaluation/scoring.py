@@ -137,7 +137,7 @@ def _write_cache(path: Path, spec: ScoreSpec, entries: dict[str, Any]) -> None:
 def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.PathLike, *, batch_size: int = 64,
                  seed: int = 0, image_source: str = "auto", options: Mapping[str, Any] | None = None,
                  backend: str = "serial", workers: int | None = None, address: str | None = None,
-                 paths: Any = None, progress: bool | None = None) -> Scores:
+                 paths: Any = None, progress: bool | None = None, node_ip: str | None = None) -> Scores:
     """Scores of proxy ``ref`` on every network of ``sample`` (cached; see the module docstring)."""
     proxy, identity = resolve(ref)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
@@ -153,7 +153,7 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
     show = sys.stderr.isatty() if progress is None else progress
     last = time.monotonic()
     try:
-        results = run_tasks(_score_one, todo, (job, batch.images, labels), backend, workers, address)
+        results = run_tasks(_score_one, todo, (job, batch.images, labels), backend, workers, address, node_ip=node_ip)
         for n, (index, entry) in enumerate(tqdm(results, total=len(todo), disable=not show, desc=proxy.name,
                                                 unit="net"), 1):
             entries[str(index)] = entry

@@ -79,7 +79,8 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
         f"{dataset}-{sample.split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
                 image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
-                address=par.address or None, paths=paths, progress=progress)
+                address=par.address or None, paths=paths, progress=progress, gpus_per_task=par.gpus_per_task or None,
+                node_ip=par.node_ip_address or None)
     return load_cache(where, space=c.space, dataset=dataset)
 
 
@@ -139,8 +140,9 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
-    evaluator = Evaluator(_payload(config, prepared.search, prepared.truth, prepared.terminals),
-                          config.parallel.backend, config.parallel.workers, config.parallel.address or None)
+    par = config.parallel
+    evaluator = Evaluator(_payload(config, prepared.search, prepared.truth, prepared.terminals), par.backend,
+                          par.workers, par.address or None, par.gpus_per_task, par.node_ip_address or None)
     log: list[dict[str, Any]] = []
     try:
         if resume:
