@@ -14,6 +14,7 @@ processes bound to 127.0.0.1, private temp dir and ports) for tests, benchmarks 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -88,6 +89,7 @@ def _alive_nodes(gcs_address: str) -> list[dict[str, Any]]:
     from ray._private.state import GlobalState
     from ray._raylet import GcsClientOptions
 
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)  # as ray.init does when joining
     state = GlobalState()
     state._initialize_global_state(GcsClientOptions.create(gcs_address, None, allow_cluster_id_nil=True,
@@ -202,45 +204,45 @@ class LocalCluster:
     """A Ray cluster of separate ``ray start`` processes on this machine, every node bound to 127.0.0.1.
 
     Private temp dir and ports (another Ray instance on the machine is neither joined nor stopped);
-    ``close`` (also on ``with`` exit) kills every process of its nodes by process session."""
+    ``close`` (also on ``with`` exit) kills every process of its nodes by process session. The head
+    records its address where Ray looks for the cluster ``ray start`` left on a machine whose
+    ``RAY_TMPDIR`` is :attr:`root` (what ``--address auto`` joins)."""
 
-    def __init__(self, python: str | None = None, object_store_mb: int = 80, env: dict[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+    def __init__(self, python: str | None = None, object_store_mb: int = 80) -> None:
         self.python = python or sys.executable
         self.root = Path(tempfile.mkdtemp(prefix="zr", dir="/tmp"))  # short: Ray's socket paths are limited
         self.object_store = object_store_mb * 2**20
-        # token auth off: ~/.ray (where Ray keeps its token) is shared by every user of the machine
         base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
-        self.env = {**base, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **(env or {})}
-        self.cwd = cwd or str(self.root)
+        # Ray's token authentication, as drivers on this machine use it (ray.init turns it on when
+        # ~/.ray/auth_token exists, and creates that file for local instances)
+        _ensure_token()
+        self.env = {**base, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
         self.nodes: list[subprocess.Popen] = []
         self.address = ""
 
-    def _start(self, args: list[str], timeout: float) -> subprocess.Popen:
-        log = open(self.root / f"node{len(self.nodes)}.log", "wb")
+    def _start(self, args: list[str]) -> subprocess.Popen:
         cmd = [self.python, "-c", _RAY_START, "start", "--block", "--node-ip-address", "127.0.0.1",
                f"--object-store-memory={self.object_store}", "--disable-usage-stats",
                f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
                f"--runtime-env-agent-port={_free_port()}", *args]
-        proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(self.root / f"node{len(self.nodes)}.log", "wb") as log:  # the node's cwd: no project there
+            proc = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         self.nodes.append(proc)
         return proc
 
-    def start_head(self, num_cpus: int = 1, num_gpus: int = 0, timeout: float = 60) -> str:
+    def start_head(self, num_cpus: int = 1, num_gpus: int = 0, timeout: float = 120) -> str:
         """Start the head node; returns the cluster address."""
         port = _free_port()
         self._start(["--head", f"--port={port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
-                     "--include-dashboard=false", f"--dashboard-port={_free_port()}", f"--temp-dir={self.root}"],
-                    timeout)
+                     "--include-dashboard=false", f"--dashboard-port={_free_port()}", f"--temp-dir={self.root / 'ray'}"])
         self.address = f"127.0.0.1:{port}"
         self._wait(1, timeout)
         return self.address
 
-    def add_node(self, num_cpus: int = 1, num_gpus: int = 0, timeout: float = 60) -> subprocess.Popen:
+    def add_node(self, num_cpus: int = 1, num_gpus: int = 0, timeout: float = 120) -> subprocess.Popen:
         """Start one more node joining the head; waits until the cluster counts it."""
-        proc = self._start([f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"],
-                           timeout)
+        proc = self._start([f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"])
         self._wait(len(self.nodes), timeout)
         return proc
 
@@ -281,6 +283,15 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ensure_token() -> None:
+    from ray._private.authentication.authentication_token_setup import generate_and_save_token
+    from ray._raylet import AuthenticationTokenLoader
+
+    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        generate_and_save_token()
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _session_pids(sid: int) -> list[int]:

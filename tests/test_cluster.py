@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 from ray import cloudpickle
 
 from evaluation import cluster as ec
@@ -111,14 +112,15 @@ def bare_python(tmp_path_factory) -> str:
     # a plain path line: the dependencies' .pth files (the project's editable install) are not run
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     probe = subprocess.run([python, "-c", "import ray, torch\ntry:\n import evaluation\nexcept ImportError:\n print('ok')"],
-                           capture_output=True, text=True, cwd=venv)
+                           capture_output=True, text=True, cwd=venv,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert probe.stdout.strip() == "ok", probe.stderr
     return python
 
 
 def _driver_env() -> dict[str, str]:
-    """Environment of a zcp driver process: the project on its path, Ray's token auth as the nodes have it."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    """Environment of a zcp driver process: the project on its path."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def _zcp(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -130,10 +132,7 @@ def _zcp(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Complet
 def joined(monkeypatch, tmp_path):
     """Run the test's driver from a folder without the project (Ray adds the driver's cwd to workers'
     path) and leave Ray shut down afterwards."""
-    import ray
-
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray.shutdown()
     try:
         yield
@@ -156,8 +155,6 @@ def _probe(item: int, shared: object) -> dict:
     import importlib.util
     import sys
 
-    import ray
-
     spec = importlib.util.find_spec("evaluation")
     return {"node": ray.get_runtime_context().get_node_id(), "gpus": list(ray.get_gpu_ids()),
             "python": sys.executable, "evaluation": spec.origin if spec else None}
@@ -177,6 +174,28 @@ def serial_cache(tmp_path_factory) -> Path:
 def _same_cache(a: Path, b: Path) -> None:
     x, y = load_cache(a).arrays, load_cache(b).arrays
     assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def test_local_run_beside_a_cluster_starts_its_own_ray_and_auto_joins_it(bare_python, serial_cache, tmp_path):
+    """The CI variant: a two-node cluster on 127.0.0.1 that `ray start` left on the machine (found as
+    Ray finds it, through RAY_TMPDIR). A local run starts its own instance and says so, where Ray's
+    init would join that cluster and fail; `--address auto` joins it on purpose. Both equal serial."""
+    write_sample(SAMPLE, tmp_path / "s.json")
+    with ec.LocalCluster(python=bare_python) as c:
+        c.start_head(num_cpus=1)
+        c.add_node(num_cpus=1)
+        env = {**_driver_env(), "RAY_TMPDIR": str(c.root)}
+        runs = {}
+        for name, extra in (("local", ["--workers", "1"]), ("auto", ["--address", "auto"])):
+            runs[name] = subprocess.run([sys.executable, "-m", "experiments.cli", "cache", "build", *BUILD, "--sample",
+                                         str(tmp_path / "s.json"), "--out", str(tmp_path / name), *extra],
+                                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            assert runs[name].returncode == 0, runs[name].stderr
+    assert runs["local"].stderr.strip() == (f"zcp: note: a Ray cluster runs on this machine ({c.address}); this run "
+                                            f"starts its own local Ray instance (to use that cluster: --address auto)")
+    assert runs["auto"].stderr.strip().startswith(f"zcp: joined the Ray cluster at {c.address}: 2 node(s), 2 CPUs")
+    _same_cache(serial_cache, tmp_path / "local")
+    _same_cache(serial_cache, tmp_path / "auto")
 
 
 @pytest.mark.slow
@@ -199,6 +218,7 @@ def test_cache_build_and_campaign_on_the_cluster_equal_serial(cluster, serial_ca
 
     runs = {}
     for backend in ("serial", "ray"):
+        (tmp_path / backend).mkdir()
         config = tiny_config(tmp_path / backend, tmp_path / f"caches-{backend}", generations=3, backend=backend,
                              population=16)
         if backend == "ray":
@@ -211,8 +231,6 @@ def test_cache_build_and_campaign_on_the_cluster_equal_serial(cluster, serial_ca
 
 @pytest.mark.slow
 def test_tasks_and_actors_asking_for_gpus_land_on_the_gpu_node(cluster, serial_cache, joined, tmp_path):
-    import ray
-
     start_ray(address=cluster.address)
     gpu_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU"))
     seen = [r for _, r in run_tasks(_probe, range(4), backend="ray", gpus_per_task=0.5)]
@@ -249,6 +267,18 @@ def test_driver_address_outside_the_cluster_is_one_line_within_seconds(cluster, 
     assert "\n" not in err and err.startswith(
         f"zcp: error: the Ray cluster at {cluster.address} has no node on this machine's address 192.0.2.123 "
         f"(its nodes: 127.0.0.1)"), err
+
+
+@pytest.mark.slow
+def test_a_cluster_of_another_version_is_one_line_naming_both(cluster, joined, monkeypatch):
+    from ray._private import utils
+
+    monkeypatch.setattr(utils, "compute_version_info", lambda: ("2.9.3", "3.10.12"))  # this driver, disguised
+    with pytest.raises(ZcpError) as err:
+        start_ray(address=cluster.address)
+    ray_version, python = ray.__version__, ".".join(map(str, sys.version_info[:3]))
+    assert str(err.value) == (f"the Ray cluster at {cluster.address} runs Ray {ray_version} on Python {python}, "
+                              f"this driver Ray 2.9.3 on Python 3.10.12: install the same versions on both")
 
 
 @pytest.mark.slow
