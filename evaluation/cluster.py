@@ -167,7 +167,8 @@ def init_error(exc: Exception, address: str | None) -> ZcpError:
             return ZcpError(f"the Ray cluster at {address} runs Ray {cray} on Python {cpy}, this driver Ray {dray} "
                             f"on Python {dpy}: install the same versions on both")
     where = f" at {address}" if address else ""
-    return ZcpError(f"cannot start or join Ray{where}: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return ZcpError(f"cannot start or join Ray{where}: {first}")
 
 
 def gpu_share(value: float) -> float:
@@ -178,14 +179,26 @@ def gpu_share(value: float) -> float:
     return float(value)
 
 
-def check_resources(gpus: float) -> None:
-    """Refuse work that no node of the cluster could ever run (Ray would leave it pending forever)."""
+def check_resources(gpus: float, actors: int = 0) -> None:
+    """Refuse work that Ray would leave pending forever: tasks (1 CPU and ``gpus`` GPUs each) that no
+    node can run, or ``actors`` long-lived actors of that size (all needed at once) that the nodes
+    cannot hold together."""
     import ray
 
-    total = ray.cluster_resources().get("GPU", 0.0)
-    if gpus > 0 and total < gpus:
-        raise ZcpError(f"{gpus:g} GPU per task was asked for, but the Ray cluster has {total:g} GPU(s): "
-                       f"start nodes with --num-gpus or set gpus_per_task to 0")
+    room = 0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            have = node.get("Resources", {})
+            cpus = have.get("CPU", 0.0) // 1
+            room += int(min(cpus, have.get("GPU", 0.0) // gpus) if gpus else cpus)
+    if room >= max(actors, 1):
+        return
+    size = f"1 CPU{f' and {gpus:g} GPU' if gpus else ''}"
+    if actors:
+        raise ZcpError(f"{actors} fitness actors of {size} each do not fit the Ray cluster (room for {room}): "
+                       f"lower [parallel] workers or gpus_per_task")
+    raise ZcpError(f"no node of the Ray cluster offers {size} for a task: start nodes with more CPUs or GPUs, "
+                   f"or lower gpus_per_task")
 
 
 # `ray start` replaces a loopback --node-ip-address by the machine's routable address; test clusters
@@ -235,7 +248,8 @@ class LocalCluster:
         """Start the head node; returns the cluster address."""
         port = _free_port()
         self._start(["--head", f"--port={port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
-                     "--include-dashboard=false", f"--dashboard-port={_free_port()}", f"--temp-dir={self.root / 'ray'}"])
+                     "--include-dashboard=false", f"--dashboard-port={_free_port()}",
+                     f"--temp-dir={self.root / 'ray'}"])
         self.address = f"127.0.0.1:{port}"
         self._wait(1, timeout)
         return self.address

@@ -56,7 +56,7 @@ class Evaluator:
         import ray
 
         start_ray(self.workers, address, node_ip=node_ip)
-        check_resources(gpus_per_actor)
+        check_resources(gpus_per_actor, self.workers)
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=-1, max_task_retries=0)(_Actor)
         self._deaths = WorkerDeaths("chunk of candidates")
         # Every call carries the reference (inside a list, so Ray passes the reference, not the

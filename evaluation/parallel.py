@@ -1,8 +1,8 @@
 """Run one function over many items, serially or as Ray tasks, behind one interface.
 
 Ray starts a private local instance by default (``num_cpus`` as asked, no dashboard, a modest object
-store) or joins a cluster with ``address`` (evaluation/cluster.py: checks, code shipped to workers). Shared read-only data (an image batch) is put in the object
-store once. Each task gets one CPU and runs torch single-threaded in both backends, so serial and
+store) or joins a cluster with ``address`` (evaluation/cluster.py: checks, code shipped to workers).
+Shared read-only data (an image batch) is put in the object store once. Each task gets one CPU and runs torch single-threaded in both backends, so serial and
 Ray results are bit-identical. Results come back as they finish.
 
 Worker faults: a task whose worker process dies (killed, out of memory, node lost) is resubmitted,

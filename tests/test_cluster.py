@@ -111,7 +111,8 @@ def bare_python(tmp_path_factory) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
     # a plain path line: the dependencies' .pth files (the project's editable install) are not run
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    probe = subprocess.run([python, "-c", "import ray, torch\ntry:\n import evaluation\nexcept ImportError:\n print('ok')"],
+    check = "import ray, torch\ntry:\n import evaluation\nexcept ImportError:\n print('ok')"
+    probe = subprocess.run([python, "-c", check],
                            capture_output=True, text=True, cwd=venv,
                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert probe.stdout.strip() == "ok", probe.stderr
@@ -246,13 +247,16 @@ def test_tasks_and_actors_asking_for_gpus_land_on_the_gpu_node(cluster, serial_c
     payload = Payload(("cifar10",), (cache.arrays,), (np.linspace(0, 1, len(SAMPLE.indices)),), TERMS, "kendall",
                       "min")
     texts = ["params", "layer_sum(v_min(chan_corr_eig))", "n_mul(params, snip)"]
-    evaluator = Evaluator(payload, "ray", workers=2, gpus_per_actor=0.5)
+    with pytest.raises(ZcpError, match=r"2 fitness actors of 1 CPU and 0.5 GPU each do not fit the Ray cluster "
+                                       r"\(room for 1\)"):  # the GPU node has one CPU: never a hang
+        Evaluator(payload, "ray", workers=2, gpus_per_actor=0.5)
+    evaluator = Evaluator(payload, "ray", workers=1, gpus_per_actor=0.5)
     try:
         assert evaluator(texts) == Evaluator(payload)(texts)
-        assert ray.available_resources().get("GPU", 0) == 0  # both actors hold half of the one GPU
+        assert ray.available_resources().get("GPU", 0) == 0.5  # the actor holds half of the one GPU
     finally:
         evaluator.close()
-    with pytest.raises(ZcpError, match=r"2 GPU per task was asked for, but the Ray cluster has 1 GPU\(s\)"):
+    with pytest.raises(ZcpError, match="no node of the Ray cluster offers 1 CPU and 2 GPU for a task"):
         next(run_tasks(_probe, range(1), backend="ray", gpus_per_task=2))
 
 
