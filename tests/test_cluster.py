@@ -260,6 +260,37 @@ def test_tasks_and_actors_asking_for_gpus_land_on_the_gpu_node(cluster, serial_c
         next(run_tasks(_probe, range(1), backend="ray", gpus_per_task=2))
 
 
+PROXY_FILE = '''
+import torch
+
+def score(model, inputs, **options):
+    """Sum of the logits of the first input (an exported-style proxy)."""
+    with torch.no_grad():
+        return float(model(inputs[:1]).sum())
+'''
+
+
+@pytest.mark.slow
+def test_an_exported_proxy_file_travels_with_the_job_not_as_a_driver_path(cluster, joined, monkeypatch, tmp_path):
+    from evaluation import scoring
+
+    proxy = tmp_path / "driver-only" / "logit_sum.py"
+    proxy.parent.mkdir()
+    proxy.write_text(PROXY_FILE)
+    kw = dict(batch_size=4, image_source="gaussian")
+    serial = scoring.score_sample(str(proxy), SAMPLE, "cifar10", tmp_path / "scores-serial", **kw)
+    real = scoring.run_tasks
+
+    def without_the_file(*args, **kwargs):  # the file is gone before any worker could read it
+        proxy.unlink()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "run_tasks", without_the_file)
+    remote = scoring.score_sample(str(proxy), SAMPLE, "cifar10", tmp_path / "scores-ray", backend="ray",
+                                  address=cluster.address, **kw)
+    assert np.array_equal(serial.values, remote.values)
+
+
 @pytest.mark.slow
 def test_driver_address_outside_the_cluster_is_one_line_within_seconds(cluster, tmp_path):
     write_sample(SAMPLE, tmp_path / "s.json")

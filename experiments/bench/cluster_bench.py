@@ -31,7 +31,7 @@ from primitives.expression import random_expression
 from primitives.functions import REGISTRY
 from primitives.terminals import terminal_types
 
-TERMS = ("params", "code_kernel", "chan_corr_eig", "act_sv", "snip", "grad_norm")
+TERMS = ("params", "code_kernel", "chan_corr_eig", "act_sv", "snip", "wgrad_norm")
 
 
 def measure(address: str, workers: int, args: argparse.Namespace, out: Path) -> tuple[float, float, dict, list]:
