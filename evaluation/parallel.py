@@ -2,8 +2,9 @@
 
 Ray starts a private local instance by default (``num_cpus`` as asked, no dashboard, a modest object
 store) or joins a cluster with ``address`` (evaluation/cluster.py: checks, code shipped to workers).
-Shared read-only data (an image batch) is put in the object store once. Each task gets one CPU and runs torch single-threaded in both backends, so serial and
-Ray results are bit-identical. Results come back as they finish.
+Shared read-only data (an image batch) is put in the object store once. Each task gets one CPU and
+runs torch single-threaded in both backends, so serial and Ray results are bit-identical. Results
+come back as they finish.
 
 Worker faults: a task whose worker process dies (killed, out of memory, node lost) is resubmitted,
 so it runs on another worker, up to :data:`RETRIES` times; the first death prints one warning line
