@@ -153,17 +153,18 @@ def _write_packed(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
     return folder
 
 
-def _device(device: str) -> str:
-    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; ZcpError for anything else."""
+def _device(device: str, remote_gpus: bool = False) -> str:
+    """'auto' (CUDA when present here or asked of Ray's workers, else CPU), 'cpu', 'cuda' or 'cuda:N';
+    ZcpError for anything else."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() or remote_gpus else "cpu"
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):
         kind = None
     if kind not in ("cpu", "cuda"):
         raise ZcpError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if kind == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available() and not remote_gpus:
         raise ZcpError(f"device {device!r} was asked for, but this machine has no CUDA device")
     return device
 
@@ -172,10 +173,13 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
                 signal: str = "pseudo_ce", image_source: str = "auto", curve_points: int = 64,
                 terminals: tuple[str, ...] | None = None, backend: str = "ray", workers: int | None = None,
                 address: str | None = None, device: str = "auto", paths: Any = None,
-                progress: bool | None = None) -> Path:
+                progress: bool | None = None, gpus_per_task: float | None = None, node_ip: str | None = None) -> Path:
     """Build (or resume) the cache of ``sample`` in ``out``; returns the packed folder's path.
 
-    ``terminals`` are names and ``@group`` names (default ``@base``, the original 48 terminals)."""
+    ``terminals`` are names and ``@group`` names (default ``@base``, the original 48 terminals).
+    ``gpus_per_task`` (Ray): GPUs each task asks for (default: a share of one GPU per worker when the
+    device is CUDA, else none); asking for GPUs lets ``device`` 'auto'/'cuda' mean the task's GPU even
+    when the driver has none (a CPU head node)."""
     out = Path(out)
     try:
         terminals = resolve_terminals(terminals or DEFAULT)
@@ -184,7 +188,8 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     problem = labels_problem(terminals, signal)
     if problem:
         raise ZcpError(problem)
-    device = _device(device)
+    remote_gpus = backend == "ray" and bool(gpus_per_task)
+    device = _device(device, remote_gpus)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
     spec = CacheSpec(sample.space, dataset, seed, batch_size, sample_sha(sample), terminals, signal,
                      image_source, curve_points)
@@ -202,8 +207,10 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     done = {int(p.stem) for p in shard_dir.glob("*.npz")}
     todo = [i for i in sample.indices if i not in done]
     job = _Job(sample.space, dataset, seed, signal, curve_points, terminals, device)
-    gpus = 1.0 / max(workers or 1, 1) if device.startswith("cuda") and backend == "ray" else 0.0
-    results = run_tasks(_build_one, todo, (job, batch.images, batch.labels), backend, workers, address, gpus)
+    if gpus_per_task is None:
+        gpus_per_task = 1.0 / max(workers or 1, 1) if device.startswith("cuda") and backend == "ray" else 0.0
+    results = run_tasks(_build_one, todo, (job, batch.images, batch.labels), backend, workers, address,
+                        gpus_per_task, node_ip=node_ip)
     show = sys.stderr.isatty() if progress is None else progress
     for index, arrays in tqdm(results, total=len(todo), disable=not show, desc="cache", unit="net"):
         atomic_write_bytes(shard_dir / f"{index}.npz", _npz_bytes(arrays))

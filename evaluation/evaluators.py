@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evaluation.cluster import check_resources
 from evaluation.fitness import TIME_LIMIT, Fitness, Target
 from evaluation.parallel import WorkerDeaths, start_ray, worker_faults
 from primitives.functions import REGISTRY
@@ -59,17 +60,19 @@ def _chunks(items: Sequence[str], k: int) -> list[list[str]]:
 
 class Evaluator:
     """``evaluator(texts) -> fitnesses``, ``evaluator.per_target(texts)`` -> raw correlations per target;
-    ``backend`` 'serial' or 'ray' (``workers`` actors)."""
+    ``backend`` 'serial' or 'ray' (``workers`` actors, each holding one CPU and ``gpus_per_actor`` GPUs)."""
 
-    def __init__(self, payload: Payload, backend: str = "serial", workers: int = 1, address: str | None = None) -> None:
+    def __init__(self, payload: Payload, backend: str = "serial", workers: int = 1, address: str | None = None,
+                 gpus_per_actor: float = 0.0, node_ip: str | None = None) -> None:
         self.backend, self.workers = backend, max(1, workers)
         if backend == "serial":
             self._fitness = payload.fitness()
             return
         import ray
 
-        start_ray(self.workers, address)
-        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_Actor)
+        start_ray(self.workers, address, node_ip=node_ip)
+        check_resources(gpus_per_actor, self.workers)
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=-1, max_task_retries=0)(_Actor)
         self._deaths = WorkerDeaths("chunk of candidates")
         # Every call carries the reference (inside a list, so Ray passes the reference, not the
         # payload): an actor, also one Ray restarted, fetches the payload on its first call.

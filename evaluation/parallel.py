@@ -1,9 +1,10 @@
 """Run one function over many items, serially or as Ray tasks, behind one interface.
 
-Ray starts locally by default (``num_cpus`` as asked, no dashboard, a modest object store) or joins
-an existing cluster with ``address``. Shared read-only data (an image batch) is put in the object
-store once. Each task gets one CPU and runs torch single-threaded in both backends, so serial and
-Ray results are bit-identical. Results come back as they finish.
+Ray starts a private local instance by default (``num_cpus`` as asked, no dashboard, a modest object
+store) or joins a cluster with ``address`` (evaluation/cluster.py: checks, code shipped to workers).
+Shared read-only data (an image batch) is put in the object store once. Each task gets one CPU and
+runs torch single-threaded in both backends, so serial and Ray results are bit-identical. Results
+come back as they finish.
 
 Worker faults: a task whose worker process dies (killed, out of memory, node lost) is resubmitted,
 so it runs on another worker, up to :data:`RETRIES` times; the first death prints one warning line
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from evaluation.cluster import bootstrap_address, check_resources, init_error, join
 from evaluation.errors import ZcpError
 
 T = TypeVar("T")
@@ -63,22 +65,34 @@ def _call(fn: Callable[[T, Any], R], item: T, shared: Any) -> R:
         torch.set_num_threads(threads)
 
 
-def start_ray(num_cpus: int | None = None, address: str | None = None, num_gpus: int | None = None) -> None:
-    """Start (or join, with ``address``) Ray quietly; a no-op when Ray is already up."""
+def start_ray(num_cpus: int | None = None, address: str | None = None, num_gpus: int | None = None,
+              node_ip: str | None = None) -> None:
+    """Start a private local Ray instance, or join the cluster at ``address`` (else ``RAY_ADDRESS``) on
+    purpose (:func:`evaluation.cluster.join`); a no-op when Ray is already up. Says which on stderr
+    when it matters: joining, or a local run beside a cluster that ``ray start`` left on this machine."""
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                                  configure_logging=True)
+    quiet: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    from_env = not address and os.environ.get("RAY_ADDRESS")
+    address = address or from_env or None
     if address:
-        kwargs["address"] = address
+        where = join(address, node_ip, **quiet)
+        resources = ray.cluster_resources()
+        print(f"zcp: joined the Ray cluster at {where}{' (RAY_ADDRESS)' if from_env else ''}: "
+              f"{len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs",
+              file=sys.stderr, flush=True)
     else:
-        kwargs.update(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, object_store_memory=256 * 2**20)
-    try:
-        ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ZcpError(f"cannot start or join Ray{' at ' + address if address else ''}: {str(exc).splitlines()[0]}") from None
+        running = bootstrap_address()
+        if running:
+            print(f"zcp: note: a Ray cluster runs on this machine ({running}); this run starts its own local Ray "
+                  f"instance (to use that cluster: --address auto)", file=sys.stderr, flush=True)
+        try:  # address="local": never the running cluster Ray's init would otherwise find by itself
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
+                     object_store_memory=256 * 2**20, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise init_error(exc, None) from None
     _drop_death_notices()
 
 
@@ -103,10 +117,11 @@ def _drop_death_notices() -> None:
 
 def run_tasks(fn: Callable[[T, Any], R], items: Iterable[T], shared: Any = None, backend: str = "serial",
               workers: int | None = None, address: str | None = None, gpus_per_task: float = 0.0,
-              max_in_flight: int = 64) -> Iterator[tuple[T, R]]:
+              max_in_flight: int = 64, node_ip: str | None = None) -> Iterator[tuple[T, R]]:
     """Yield ``(item, fn(item, shared))`` for every item, in completion order.
 
-    ``fn`` must be a module-level function (Ray ships it by reference)."""
+    ``fn`` must be a module-level function (Ray ships it by reference); each Ray task asks for one CPU
+    and ``gpus_per_task`` GPUs (fractions share a GPU)."""
     if backend not in BACKENDS:
         raise ZcpError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     items = list(items)
@@ -116,7 +131,8 @@ def run_tasks(fn: Callable[[T, Any], R], items: Iterable[T], shared: Any = None,
         return
     import ray
 
-    start_ray(workers, address)
+    start_ray(workers, address, node_ip=node_ip)
+    check_resources(gpus_per_task)
     remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=0)(_call)
     shared_ref = ray.put(shared)
     pending: dict[Any, tuple[T, int]] = {}  # ref -> (item, attempts so far)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -92,15 +93,25 @@ class _Job:
     dataset: str
     seed: int
     options: tuple[tuple[str, Any], ...]
+    source: str = ""  # an exported proxy file's text: workers on other machines cannot read the driver's path
 
 
 _RESOLVED: dict[str, Proxy] = {}
 
 
+def _worker_copy(job: _Job) -> str:
+    """The job's exported proxy file written on this worker (same name and bytes, so same identity)."""
+    digest = hashlib.sha256(job.source.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "zcp-proxies" / digest / Path(job.ref).name
+    if not path.exists():
+        atomic_write_text(path, job.source)
+    return str(path)
+
+
 def _score_one(index: int, shared: tuple[_Job, torch.Tensor, torch.Tensor | None]) -> dict[str, Any]:
     job, images, labels = shared
     if job.ref not in _RESOLVED:
-        _RESOLVED[job.ref] = resolve(job.ref)[0]
+        _RESOLVED[job.ref] = resolve(_worker_copy(job) if job.source else job.ref)[0]
     proxy = _RESOLVED[job.ref]
     torch.manual_seed(job.seed)
     model = get_space(job.space).build(index, job.dataset)
@@ -137,7 +148,7 @@ def _write_cache(path: Path, spec: ScoreSpec, entries: dict[str, Any]) -> None:
 def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.PathLike, *, batch_size: int = 64,
                  seed: int = 0, image_source: str = "auto", options: Mapping[str, Any] | None = None,
                  backend: str = "serial", workers: int | None = None, address: str | None = None,
-                 paths: Any = None, progress: bool | None = None) -> Scores:
+                 paths: Any = None, progress: bool | None = None, node_ip: str | None = None) -> Scores:
     """Scores of proxy ``ref`` on every network of ``sample`` (cached; see the module docstring)."""
     proxy, identity = resolve(ref)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
@@ -149,11 +160,12 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
     path = Path(cache_dir) / f"{proxy.name}-{spec.key()}.json"
     entries = _read_cache(path, spec)
     todo = [i for i in sample.indices if str(i) not in entries]
-    job = _Job(ref if _is_file(ref) else proxy.name, sample.space, dataset, seed, opts)
+    source = Path(ref).read_text() if _is_file(ref) else ""
+    job = _Job(ref if source else proxy.name, sample.space, dataset, seed, opts, source)
     show = sys.stderr.isatty() if progress is None else progress
     last = time.monotonic()
     try:
-        results = run_tasks(_score_one, todo, (job, batch.images, labels), backend, workers, address)
+        results = run_tasks(_score_one, todo, (job, batch.images, labels), backend, workers, address, node_ip=node_ip)
         for n, (index, entry) in enumerate(tqdm(results, total=len(todo), disable=not show, desc=proxy.name,
                                                 unit="net"), 1):
             entries[str(index)] = entry

@@ -110,7 +110,8 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
             f"{len(terminals)} terminals ({where})")
     build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
                 image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
-                address=par.address or None, paths=paths, progress=progress)
+                address=par.address or None, paths=paths, progress=progress, gpus_per_task=par.gpus_per_task or None,
+                node_ip=par.node_ip_address or None)
     return load_cache(where, space=sample.space, dataset=dataset)
 
 
@@ -288,7 +289,8 @@ def _engine(config: Config, payload: Payload, types: dict[str, type],
         args = (REGISTRY, types, config.gp, payload.evolution_setup, par.backend, par.workers, par.address or None)
         islands = Islands(*args) if state is None else Islands.from_state(state, *args)
         return islands, Evaluator(payload), islands.close
-    evaluator = Evaluator(payload, par.backend, par.workers, par.address or None)
+    evaluator = Evaluator(payload, par.backend, par.workers, par.address or None, par.gpus_per_task,
+                          par.node_ip_address or None)
     try:
         if state is None:
             return Evolution(REGISTRY, types, config.gp, evaluator), evaluator, evaluator.close

@@ -7,7 +7,10 @@
     [cache]     batch_size, images, signal, terminals (names and @groups of primitives.terminals.GROUPS;
                 empty = @base, the original 48), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
-    [parallel]  backend ('serial' | 'ray'), workers, address (empty = local Ray)
+    [parallel]  backend ('serial' | 'ray'), workers, address (empty = local Ray; 'auto' = the cluster
+                `ray start` left on this machine), gpus_per_task (cache tasks and fitness actors; 0 = default:
+                a GPU share per worker for a CUDA cache build, none for fitness),
+                node_ip_address (this machine's address in the cluster; empty = derived from address)
 
 Every value has a default; the run directory keeps the complete config (defaults filled in), and its
 hash guards ``zcp resume`` against a changed config.
@@ -32,6 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from evaluation.cluster import gpu_share
 from evaluation.datasets import check_dataset
 from evaluation.errors import ZcpError
 from evaluation.fitness import TIME_LIMIT, options_problem
@@ -130,6 +134,11 @@ class ParallelSection:
     backend: str = "ray"
     workers: int = 2
     address: str = ""
+    gpus_per_task: float = 0.0
+    node_ip_address: str = ""
+
+    def __post_init__(self) -> None:
+        gpu_share(self.gpus_per_task)
 
 
 @dataclass(frozen=True)

@@ -17,3 +17,24 @@ def paths_options() -> argparse.ArgumentParser:
 
 def paths_from(args: argparse.Namespace) -> DataPaths:
     return resolve_paths(**{k: getattr(args, k, None) for k in KEYS})
+
+
+def _gpus(text: str) -> float:
+    from evaluation.cluster import gpu_share
+
+    try:
+        return gpu_share(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("gpus_per_task", "--gpus-per-task")) from None
+
+
+def ray_options(parser: argparse.ArgumentParser, gpus: bool = True) -> None:
+    """The flags that join a Ray cluster (and, with ``gpus``, ask it for GPUs); see README "Clusters"."""
+    parser.add_argument("--address", default=None,
+                        help="join a Ray cluster: HOST:PORT of its head, or auto (the one `ray start` left here)")
+    parser.add_argument("--node-ip-address", default=None, metavar="IP",
+                        help="this machine's address in the cluster (default: derived from --address)")
+    if gpus:
+        parser.add_argument("--gpus-per-task", type=_gpus, default=None, metavar="G",
+                            help="GPUs each Ray task asks for (fractions share a GPU; default: a share per worker "
+                                 "on CUDA, else 0)")

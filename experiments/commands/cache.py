@@ -12,7 +12,7 @@ from evaluation.images import SOURCES as IMAGE_SOURCES
 from evaluation.parallel import BACKENDS
 from evaluation.samples import read_sample
 from evaluation.spaces import SPACES
-from experiments.commands import paths_from, paths_options
+from experiments.commands import paths_from, paths_options, ray_options
 from primitives.terminals import SIGNALS
 
 
@@ -30,7 +30,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     build.add_argument("--images", choices=IMAGE_SOURCES, default="auto", help="image source")
     build.add_argument("--backend", choices=BACKENDS, default="ray")
     build.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
-    build.add_argument("--address", default=None, help="join an existing Ray cluster")
+    ray_options(build)
     build.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     build.add_argument("--terminals", default=None, help="comma-separated terminals and @groups (@base, @zoo, @labels, @all; default: @base)")
     build.add_argument("--out", required=True)
@@ -47,7 +47,8 @@ def run_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     path = build_cache(sample, args.dataset, args.out, batch_size=args.batch_size, seed=args.seed, terminals=terminals,
                        signal=args.signal, image_source=args.images, backend=args.backend, workers=args.workers,
-                       address=args.address, device=args.device, paths=paths_from(args))
+                       address=args.address, device=args.device, paths=paths_from(args),
+                       gpus_per_task=args.gpus_per_task, node_ip=args.node_ip_address)
     seconds = time.perf_counter() - start
     print(f"cache of {len(sample.indices)} {args.space} networks ({args.dataset}, batch {args.batch_size}, "
           f"seed {args.seed}) ready at {path} ({seconds:.1f} s this run)")

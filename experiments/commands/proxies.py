@@ -19,7 +19,7 @@ from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, w
 from evaluation.samples import make_sample, read_sample
 from evaluation.scoring import Scores, score_sample
 from evaluation.spaces import SPACES, get_space
-from experiments.commands import paths_from, paths_options
+from experiments.commands import paths_from, paths_options, ray_options
 
 DEFAULT_SCORE_CACHE = "runs/scores"
 
@@ -51,7 +51,7 @@ def _common(with_sample: bool = True) -> argparse.ArgumentParser:
                         help="proxy option, e.g. splits=2 (repeatable)")
     parent.add_argument("--backend", choices=BACKENDS, default="ray")
     parent.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
-    parent.add_argument("--address", default=None, help="join an existing Ray cluster")
+    ray_options(parent, gpus=False)
     parent.add_argument("--score-cache", default=DEFAULT_SCORE_CACHE, help="folder of cached scores")
     return parent
 
@@ -78,7 +78,8 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def _score_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(batch_size=args.batch_size, seed=args.seed, image_source=args.images, options=_options(args.option),
-                backend=args.backend, workers=args.workers, address=args.address, paths=paths_from(args))
+                backend=args.backend, workers=args.workers, address=args.address, paths=paths_from(args),
+                node_ip=args.node_ip_address)
 
 
 def run_score(args: argparse.Namespace) -> int:
