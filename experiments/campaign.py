@@ -7,6 +7,8 @@ Run directory:
     log.jsonl           one line per generation: best / median fitness, size, diversity, seconds
     checkpoint.json     plain JSON with a checksum (experiments/checkpoint.py), written atomically after every generation
     hall_of_fame.json   best distinct expressions with search fitness, and held-out scores at the end
+    energy.json         energy of this run's phases (cache build, evolution, report; evaluation/energy.py),
+                        also in hall_of_fame.json as ``energy_this_run``; absent with [campaign] energy = false
 
 ``resume`` refuses a run whose config or primitive set changed since its checkpoint. Ctrl-C stops
 after the last completed generation's checkpoint; nothing of a half-done generation is kept.
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_text, remove_stale_temps
 from evaluation.cache import Cache, build_cache, load_cache, sample_sha
+from evaluation.energy import ENERGY_FILE, EnergyMeter, NoMeter, energy_meter
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
 from evaluation.fitness import Fitness, make_target, rank_correlation
@@ -130,17 +133,30 @@ def _write_log(run_dir: Path, lines: list[dict[str, Any]]) -> None:
 
 
 def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: bool = False,
-        progress: bool | None = None) -> dict[str, Any]:
-    """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record."""
+        progress: bool | None = None, energy: bool | None = None) -> dict[str, Any]:
+    """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record.
+
+    ``energy`` (None: the config's ``[campaign] energy``) measures each phase's energy."""
     show = sys.stderr.isatty() if progress is None else progress
+    meter = energy_meter(run_dir / ENERGY_FILE, config.campaign.energy if energy is None else energy,
+                         config.campaign.energy_region)
     start = time.perf_counter()
     remove_stale_temps(run_dir)
-    prepared = prepare(config, run_dir, paths, show)
+    with meter.phase("cache build"):
+        prepared = prepare(config, run_dir, paths, show)
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
-    evaluator = Evaluator(_payload(config, prepared.search, prepared.truth, prepared.terminals),
-                          config.parallel.backend, config.parallel.workers, config.parallel.address or None)
+    with meter.phase("evolution"):
+        evaluator = Evaluator(_payload(config, prepared.search, prepared.truth, prepared.terminals),
+                              config.parallel.backend, config.parallel.workers, config.parallel.address or None)
+        engine = _evolve(run_dir, config, evaluator, types, pset_digest, resume, show)
+    return _final_report(run_dir, engine, config, prepared, prepare_seconds, time.perf_counter() - start, meter)
+
+
+def _evolve(run_dir: Path, config: Config, evaluator: Evaluator, types: Any, pset_digest: str, resume: bool,
+            show: bool) -> Evolution:
+    """Generations up to ``[gp] generations`` from a fresh start or the checkpoint, checkpointing each."""
     log: list[dict[str, Any]] = []
     try:
         if resume:
@@ -165,7 +181,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
         raise KeyboardInterrupt(_interrupted(run_dir)) from None
     finally:
         evaluator.close()
-    return _final_report(run_dir, engine, config, prepared, prepare_seconds, time.perf_counter() - start)
+    return engine
 
 
 def _interrupted(run_dir: Path) -> str:
@@ -203,11 +219,12 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Prepared, prepare_seconds: float,
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, meter: EnergyMeter | NoMeter) -> dict[str, Any]:
     entries = [dict(entry) for entry in engine.hall_of_fame.entries()]
     available = {n: t for n, t in BASELINES.items()
                  if terminals_of(parse(t, REGISTRY, terminal_types())) <= set(prepared.terminals)}
-    report = heldout_report([e["expression"] for e in entries] + list(available.values()), config, prepared)
+    with meter.phase("report"):
+        report = heldout_report([e["expression"] for e in entries] + list(available.values()), config, prepared)
     for e in entries:
         e["heldout"] = report[e["expression"]]
         e["passes"] = passes_needed(terminals_of(parse(e["expression"], REGISTRY, terminal_types())))
@@ -215,6 +232,8 @@ def _final_report(run_dir: Path, engine: Evolution, config: Config, prepared: Pr
               "cache_seconds_this_run": round(prepare_seconds, 1), "evaluations": len(engine.memo),
               "search_n": [len(c.indices) for c in prepared.search], "heldout_n": [len(c.indices) for c in prepared.heldout],
               "entries": entries, "baselines": {n: {"expression": t, "heldout": report[t]} for n, t in available.items()}}
+    if meter.rows:
+        record["energy_this_run"] = meter.rows
     atomic_write_text(run_dir / HOF, json.dumps(record, indent=1) + "\n")
     return record
 
@@ -229,19 +248,21 @@ def start(config_path: str | Path, run_dir: str | Path, paths: DataPaths | None 
     return run(config, run_dir, paths, progress=progress)
 
 
-def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """``zcp resume``: continue a campaign from its checkpoint, refusing a changed config or primitive set."""
+def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool | None = None,
+           energy: bool | None = None) -> dict[str, Any]:
+    """``zcp resume``: continue a campaign from its checkpoint, refusing a changed config or primitive set
+    (``energy=False`` turns energy tracking off for this run whatever the config says)."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists():
         if not (run_dir / CONFIG).exists():
             raise ZcpError(f"{run_dir} has no {CHECKPOINT}: nothing to resume (start one with `zcp evolve`)")
         # killed before generation 0 was saved: start over from the saved config (caches resume)
-        return run(load_config(run_dir / CONFIG), run_dir, paths, progress=progress)
+        return run(load_config(run_dir / CONFIG), run_dir, paths, progress=progress, energy=energy)
     state = read_checkpoint(run_dir / CHECKPOINT)
     config = load_config(run_dir / CONFIG)
     if state.get("config_digest") != config.digest():
         raise ZcpError(f"{run_dir / CONFIG} changed since the checkpoint was written: resume refuses a changed config")
     if state.get("primitive_set") != primitive_set_digest(campaign_terminals(config)):
         raise ZcpError("the primitive set changed since the checkpoint was written: resume refuses it")
-    return run(config, run_dir, paths, resume=True, progress=progress)
+    return run(config, run_dir, paths, resume=True, progress=progress, energy=energy)
 

@@ -2,14 +2,17 @@
 
     [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'),
                 cost_weight (fitness minus this x passes per network; 0 = off), seed,
-                time_limit (seconds one candidate may take; an overrun scores worst)
+                time_limit (seconds one candidate may take; an overrun scores worst),
+                energy (measure energy per phase with CodeCarbon: true | false),
+                energy_region (3-letter country code for a CO2 figure; empty = energy only)
     [sample]    search_kind, search_n, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
     [cache]     batch_size, images, signal, terminals (empty = all), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
     [parallel]  backend ('serial' | 'ray'), workers, address (empty = local Ray)
 
 Every value has a default; the run directory keeps the complete config (defaults filled in), and its
-hash guards ``zcp resume`` against a changed config.
+hash (of every setting that can change results, so not the energy ones) guards ``zcp resume`` against
+a changed config.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.datasets import check_dataset
+from evaluation.energy import check_region
 from evaluation.errors import ZcpError
 from evaluation.fitness import TIME_LIMIT, options_problem
 from evaluation.spaces import get_space
@@ -40,6 +44,8 @@ class CampaignSection:
     cost_weight: float = 0.0
     seed: int = 0
     time_limit: float = TIME_LIMIT
+    energy: bool = True
+    energy_region: str = ""
 
     def __post_init__(self) -> None:
         problem = options_problem(self.metric, self.combine, self.cost_weight, self.time_limit)
@@ -93,8 +99,17 @@ class Config:
             lines.append("")
         return "\n".join(lines)
 
+    def results_dict(self) -> dict[str, dict[str, Any]]:
+        """:meth:`to_dict` without the settings that cannot change results (energy tracking)."""
+        values = self.to_dict()
+        values["campaign"] = {k: v for k, v in values["campaign"].items() if k not in ENERGY_KEYS}
+        return values
+
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.results_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+ENERGY_KEYS = ("energy", "energy_region")
 
 
 SECTIONS = {"campaign": CampaignSection, "sample": SampleSection, "cache": CacheSection, "gp": GPConfig,
@@ -170,6 +185,10 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     unknown = [t for t in config.cache.terminals if t not in TERMINALS]
     if unknown:
         raise ZcpError(f"{where}: cache.terminals: unknown terminal {unknown[0]!r} (see primitives/terminals.py)")
+    try:
+        check_region(config.campaign.energy_region)
+    except ZcpError as exc:
+        raise ZcpError(f"{where}: campaign.energy_region: {exc}") from None
     types = terminal_types(config.cache.terminals or None)
     for text in config.gp.initial_expressions:
         try:

@@ -1,0 +1,216 @@
+"""Energy of a run's phases, measured with CodeCarbon's offline tracker (one meter per run).
+
+CodeCarbon reads the RAPL counters of the CPU package and NVIDIA's NVML where the machine exposes
+them; elsewhere it estimates CPU power from its table of processor TDPs times the measured CPU load,
+and RAM power from the memory size. Every figure carries which of these made it (``method``), and a
+run that has only estimates says so once, in one line. Scope: this process and its children (local
+Ray workers included, remote cluster nodes not); RAPL and NVML read the whole package or GPU.
+
+Offline and private: no network, no dashboard, no CodeCarbon file or lock file; the figures go to
+the run's own ``energy.json``. CO2 is reported only for a configured region (a country's average
+intensity from CodeCarbon's energy-mix table). With tracking off (:class:`NoMeter`) CodeCarbon is
+never imported.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from evaluation.atomic import atomic_write_text
+from evaluation.errors import ZcpError
+
+ENERGY_FILE = "energy.json"
+JOULES_PER_KWH = 3.6e6
+OFF_HINT = "turn tracking off with --no-energy or [campaign] energy = false"
+NEEDS_CODECARBON = f"energy tracking needs codecarbon (pip install codecarbon==3.3.2); or {OFF_HINT}"
+_TOLD: set[str] = set()  # estimate notes already printed by this process
+
+
+def _energy_mix() -> dict[str, Any]:
+    """CodeCarbon's per-country energy-mix table, found without importing CodeCarbon."""
+    try:
+        spec = importlib.util.find_spec("codecarbon")
+    except ValueError:  # in sys.modules as None: made unimportable on purpose
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ZcpError(NEEDS_CODECARBON)
+    path = Path(spec.submodule_search_locations[0]) / "data" / "private_infra" / "global_energy_mix.json"
+    return json.loads(path.read_text())
+
+
+def check_region(region: str) -> str:
+    """``region`` upper-cased if it is a 3-letter country code CodeCarbon knows ('' = no region, no CO2)."""
+    if not region:
+        return ""
+    if region.upper() not in _energy_mix():
+        raise ZcpError(f"unknown energy region {region!r}: use a 3-letter ISO country code of CodeCarbon's "
+                       "energy-mix table (e.g. FRA, DEU, USA), or leave it empty for no CO2 figure")
+    return region.upper()
+
+
+def check_writable(folder: Path) -> None:
+    """ZcpError (one line) unless files can be created in ``folder`` (or in its first existing parent)."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a folder")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ZcpError(f"energy tracking cannot write its figures in {folder} ({type(exc).__name__}: "
+                       f"{exc.strerror or exc}); choose a writable folder or {OFF_HINT}") from None
+
+
+def _method(hardware: list[Any], ram_watts: float) -> tuple[str, bool]:
+    """How CodeCarbon obtains each part's energy, and whether any part is measured (RAPL / NVML).
+
+    Reads the tracker's hardware list: private in CodeCarbon, hence the pinned version."""
+    parts, measured = [], False
+    for hw in hardware:
+        kind, mode = type(hw).__name__, getattr(hw, "_mode", None)
+        if kind == "CPU" and mode in ("intel_rapl", "windows_emi", "intel_power_gadget"):
+            parts.append("CPU: RAPL")
+            measured = True
+        elif kind == "CPU":
+            parts.append(f"CPU: estimate ({getattr(hw, '_tdp', '?')} W TDP x load)")
+        elif kind == "GPU":
+            vendors = {type(d).__name__ for d in getattr(hw.devices, "devices", [])}
+            parts.append("GPU: AMD SMI" if any(v.startswith("AMD") for v in vendors) else "GPU: NVML")
+            measured = True
+        elif kind == "RAM":
+            parts.append(f"RAM: estimate ({ram_watts:g} W)")
+        else:
+            parts.append(f"{kind}: {mode or 'measured'}")
+            measured = True
+    return ", ".join(sorted(parts)), measured
+
+
+class NoMeter:
+    """Tracking off: phases run bare, nothing is recorded, CodeCarbon is not imported."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[dict[str, Any]]:
+        yield {}
+
+
+class EnergyMeter:
+    """Energy per named phase of one run, written to ``path`` (JSON) after every phase.
+
+    ``with meter.phase("evolution") as row: ...`` measures the block; set ``row["networks"]`` inside
+    it to get joules per network. A phase name used again adds to its row. A phase that raises is not
+    recorded."""
+
+    def __init__(self, path: str | Path, region: str = "") -> None:
+        self.path = Path(path)
+        check_writable(self.path.parent)
+        self.region = check_region(region)
+        self.rows: list[dict[str, Any]] = []
+        self._tracker: Any = None
+        self._method = ""
+
+    def _start(self) -> Any:
+        if self._tracker is None:
+            try:
+                from codecarbon import OfflineEmissionsTracker
+            except ImportError:
+                raise ZcpError(NEEDS_CODECARBON) from None
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ZcpError(f"energy tracking cannot create {self.path.parent} ({exc.strerror or exc}); {OFF_HINT}") from None
+            intensity = _energy_mix()[self.region]["carbon_intensity"] if self.region else 0.0
+            tracker = OfflineEmissionsTracker(
+                output_methods=[], emissions_endpoint=None, electricitymaps_api_token=None,
+                allow_multiple_runs=True, log_level="error", tracking_mode="process",
+                output_dir=str(self.path.parent), country_iso_code=self.region or None,
+                force_carbon_intensity_g_co2e_kwh=intensity)
+            if not hasattr(tracker, "_active_task"):  # CodeCarbon swallows its own set-up errors
+                raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
+            self._tracker = tracker
+        return self._tracker
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[dict[str, Any]]:
+        tracker = self._start()
+        tracker.start_task(name)
+        extra: dict[str, Any] = {}
+        try:
+            yield extra
+        except BaseException:
+            tracker.stop_task()
+            raise
+        data = tracker.stop_task()
+        if data is None:
+            raise ZcpError(f"CodeCarbon measured nothing for phase {name!r}; {OFF_HINT}")
+        self._record(name, data, extra.get("networks"))
+
+    def _record(self, name: str, data: Any, networks: int | None) -> None:
+        if not self._method:
+            self._method, measured = _method(self._tracker._hardware, data.ram_power)
+            if not measured and self._method not in _TOLD:
+                _TOLD.add(self._method)
+                print(f"energy: no RAPL or NVML readable here: figures are CodeCarbon's estimate ({self._method})",
+                      file=sys.stderr)
+        row = next((r for r in self.rows if r["phase"] == name), None)
+        if row is None:
+            row = {"phase": name, "seconds": 0.0, "kwh": 0.0, "cpu_kwh": 0.0, "gpu_kwh": 0.0, "ram_kwh": 0.0}
+            self.rows.append(row)
+        for key, value in (("seconds", data.duration), ("kwh", data.energy_consumed), ("cpu_kwh", data.cpu_energy),
+                           ("gpu_kwh", data.gpu_energy), ("ram_kwh", data.ram_energy)):
+            row[key] += float(value)
+        row["joules"] = row["kwh"] * JOULES_PER_KWH
+        if networks is not None:
+            row["networks"] = row.get("networks", 0) + networks
+            row["joules_per_network"] = row["joules"] / row["networks"] if row["networks"] else None
+        row["method"] = self._method
+        if self.region:
+            row["region"], row["co2_kg"] = self.region, row.get("co2_kg", 0.0) + float(data.emissions)
+        atomic_write_text(self.path, json.dumps(self.rows, indent=1) + "\n")
+
+
+def energy_meter(path: str | Path, enabled: bool = True, region: str = "") -> EnergyMeter | NoMeter:
+    """A meter writing to ``path`` (an :class:`EnergyMeter`), or :class:`NoMeter` when tracking is off."""
+    return EnergyMeter(path, region) if enabled else NoMeter()
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table lines of energy rows (kWh and joules, CO2 only where a region was set)."""
+    co2 = any("co2_kg" in r for r in rows)
+    lines = ["| phase | wall s | energy kWh | energy J | of which CPU / GPU / RAM J | networks | J per network |"
+             + (" g CO2 (region) |" if co2 else "") + " how obtained |", "|---|---|---|---|---|---|---|"
+             + ("---|" if co2 else "") + "---|"]
+    for r in rows:
+        per = r.get("joules_per_network")
+        parts = " / ".join(_number(r[k] * JOULES_PER_KWH) for k in ("cpu_kwh", "gpu_kwh", "ram_kwh"))
+        cells = [r["phase"], f"{r['seconds']:.1f}", f"{r['kwh']:.3g}", _number(r["joules"]), parts,
+                 str(r.get("networks", "-")), "-" if per is None else _number(per)]
+        if co2:
+            cells.append(f"{1000 * r['co2_kg']:.3g} ({r['region']})" if "co2_kg" in r else "-")
+        lines.append("| " + " | ".join(cells + [r["method"]]) + " |")
+    return lines
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """One line: joules per phase and in total, and how they were obtained ('' without rows)."""
+    if not rows:
+        return ""
+    total = sum(r["kwh"] for r in rows)
+    phases = ", ".join(f"{r['phase']} {_number(r['joules'])} J" for r in rows)
+    return f"energy: {phases}; total {total:.3g} kWh ({_number(total * JOULES_PER_KWH)} J; {rows[0]['method']})"
