@@ -2,12 +2,12 @@
 
 CodeCarbon reads the RAPL counters of the CPU package and NVIDIA's NVML where the machine exposes
 them; elsewhere it estimates CPU power from its table of processor TDPs times the measured CPU load,
-and RAM power from the memory size. Every figure carries which of these made it (``method``), and a
-run that has only estimates says so once, in one line. Scope: this process and its children (local
+and RAM power from the memory size. Every figure carries which of these made it (``method``). Scope: this process and its children (local
 Ray workers included, remote cluster nodes not); RAPL and NVML read the whole package or GPU.
 
 Offline and private: no network, no dashboard, no CodeCarbon file or lock file; the figures go to
-the run's own ``energy.json``. CO2 is reported only for a configured region (a country's average
+the run's own ``energy.json``; a run prints one :func:`summary` line at its end, which says
+"estimated" where nothing was measured. CO2 is reported only for a configured region (a country's average
 intensity from CodeCarbon's energy-mix table). With tracking off (:class:`NoMeter`) CodeCarbon is
 never imported.
 """
@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,6 @@ ENERGY_FILE = "energy.json"
 JOULES_PER_KWH = 3.6e6
 OFF_HINT = "turn tracking off with --no-energy or [campaign] energy = false"
 NEEDS_CODECARBON = f"energy tracking needs codecarbon (pip install codecarbon==3.3.2); or {OFF_HINT}"
-_TOLD: set[str] = set()  # estimate notes already printed by this process
 
 
 def _energy_mix() -> dict[str, Any]:
@@ -109,75 +109,113 @@ class EnergyMeter:
     """Energy per named phase of one run, written to ``path`` (JSON) after every phase.
 
     ``with meter.phase("evolution") as row: ...`` measures the block; set ``row["networks"]`` inside
-    it to get joules per network. A phase name used again adds to its row. A phase that raises is not
-    recorded."""
+    it to get joules per network. A phase name used again adds to its row; a phase that raises is not
+    recorded. CodeCarbon's import and hardware detection (seconds: py-cpuinfo, its TDP table) run in a
+    thread beside the run's first phase instead of before it; the seconds of that phase before the
+    tracker was ready are counted at the power the phase measured afterwards (``unmeasured_s``)."""
 
     def __init__(self, path: str | Path, region: str = "") -> None:
         self.path = Path(path)
         check_writable(self.path.parent)
         self.region = check_region(region)
+        mix = _energy_mix()  # a missing CodeCarbon is an error now, not after the first phase
+        self._intensity = mix[self.region]["carbon_intensity"] if self.region else 0.0
         self.rows: list[dict[str, Any]] = []
         self._tracker: Any = None
-        self._method = ""
+        self._error: ZcpError | None = None
+        self._method, self._measured = "", False
+        self._lock = threading.Lock()
+        self._pending: tuple[str, float] | None = None  # (phase, start) waiting for the tracker
+        self._running: tuple[str, float] | None = None  # (phase, when the tracker started it)
+        self._setup = threading.Thread(target=self._set_up, name="zcp-energy-setup", daemon=True)
+        self._setup.start()
 
-    def _start(self) -> Any:
-        if self._tracker is None:
-            try:
-                from codecarbon import OfflineEmissionsTracker
-            except ImportError:
-                raise ZcpError(NEEDS_CODECARBON) from None
-            logging.getLogger("codecarbon").setLevel(logging.ERROR)
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ZcpError(f"energy tracking cannot create {self.path.parent} ({exc.strerror or exc}); {OFF_HINT}") from None
-            intensity = _energy_mix()[self.region]["carbon_intensity"] if self.region else 0.0
-            tracker = OfflineEmissionsTracker(
-                output_methods=[], emissions_endpoint=None, electricitymaps_api_token=None,
-                allow_multiple_runs=True, log_level="error", tracking_mode="process",
-                output_dir=str(self.path.parent), country_iso_code=self.region or None,
-                force_carbon_intensity_g_co2e_kwh=intensity)
-            if not hasattr(tracker, "_active_task"):  # CodeCarbon swallows its own set-up errors
-                raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
+    def _set_up(self) -> None:
+        try:
+            tracker = self._new_tracker()
+            tracker.start_task("set-up")  # detects the hardware
+            tracker.stop_task()
+        except Exception as exc:  # noqa: BLE001 (reported by the phase that needs the tracker)
+            self._error = exc if isinstance(exc, ZcpError) else ZcpError(
+                f"CodeCarbon failed to set up ({type(exc).__name__}: {exc}); {OFF_HINT}")
+            return
+        with self._lock:
             self._tracker = tracker
-        return self._tracker
+            if self._pending is not None:
+                tracker.start_task(self._pending[0])
+                self._running = (self._pending[0], time.perf_counter())
+                self._pending = None
+
+    def _new_tracker(self) -> Any:
+        try:
+            from codecarbon import OfflineEmissionsTracker
+        except ImportError:
+            raise ZcpError(NEEDS_CODECARBON) from None
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ZcpError(f"energy tracking cannot create {self.path.parent} ({exc.strerror or exc}); {OFF_HINT}") from None
+        tracker = OfflineEmissionsTracker(
+            output_methods=[], emissions_endpoint=None, electricitymaps_api_token=None,
+            allow_multiple_runs=True, log_level="error", tracking_mode="process",
+            output_dir=str(self.path.parent), country_iso_code=self.region or None,
+            force_carbon_intensity_g_co2e_kwh=self._intensity)
+        if not hasattr(tracker, "_active_task"):  # CodeCarbon swallows its own set-up errors
+            raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
+        return tracker
 
     @contextmanager
     def phase(self, name: str) -> Iterator[dict[str, Any]]:
-        tracker = self._start()
-        tracker.start_task(name)
+        begin = time.perf_counter()
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._tracker is None:
+                self._pending = (name, begin)
+            else:
+                self._tracker.start_task(name)
+                self._running = (name, begin)
         extra: dict[str, Any] = {}
         try:
             yield extra
-        except BaseException:
-            tracker.stop_task()
-            raise
-        data = tracker.stop_task()
-        if data is None:
-            raise ZcpError(f"CodeCarbon measured nothing for phase {name!r}; {OFF_HINT}")
-        self._record(name, data, extra.get("networks"))
+        finally:
+            end = time.perf_counter()
+            with self._lock:
+                self._pending, running, self._running = None, self._running, None
+            self._setup.join()
+            data = self._tracker.stop_task() if running else None
+        if self._error is not None:
+            raise self._error
+        if data is None:  # the phase ended before the tracker was ready: take the power it measures now
+            self._tracker.start_task(name)
+            data, running = self._tracker.stop_task(), (name, end)
+        self._record(name, data, end - begin, running[1] - begin, extra.get("networks"))
 
-    def _record(self, name: str, data: Any, networks: int | None) -> None:
+    def _record(self, name: str, data: Any, seconds: float, unmeasured: float, networks: int | None) -> None:
         if not self._method:
-            self._method, measured = _method(self._tracker._hardware, data.ram_power)
-            if not measured and self._method not in _TOLD:
-                _TOLD.add(self._method)
-                print(f"energy: no RAPL or NVML readable here: figures are CodeCarbon's estimate ({self._method})",
-                      file=sys.stderr)
+            self._method, self._measured = _method(self._tracker._hardware, data.ram_power)
         row = next((r for r in self.rows if r["phase"] == name), None)
         if row is None:
-            row = {"phase": name, "seconds": 0.0, "kwh": 0.0, "cpu_kwh": 0.0, "gpu_kwh": 0.0, "ram_kwh": 0.0}
+            row = {"phase": name, "seconds": 0.0, "unmeasured_s": 0.0, "kwh": 0.0, "cpu_kwh": 0.0, "gpu_kwh": 0.0,
+                   "ram_kwh": 0.0}
             self.rows.append(row)
-        for key, value in (("seconds", data.duration), ("kwh", data.energy_consumed), ("cpu_kwh", data.cpu_energy),
-                           ("gpu_kwh", data.gpu_energy), ("ram_kwh", data.ram_energy)):
-            row[key] += float(value)
+        row["seconds"] += seconds
+        row["unmeasured_s"] += unmeasured
+        for part in ("cpu", "gpu", "ram"):
+            kwh = float(getattr(data, f"{part}_energy"))
+            per_second = kwh / data.duration if data.duration >= 1 else float(getattr(data, f"{part}_power")) / JOULES_PER_KWH
+            row[f"{part}_kwh"] += kwh + unmeasured * per_second
+        row["kwh"] = row["cpu_kwh"] + row["gpu_kwh"] + row["ram_kwh"]
         row["joules"] = row["kwh"] * JOULES_PER_KWH
         if networks is not None:
             row["networks"] = row.get("networks", 0) + networks
             row["joules_per_network"] = row["joules"] / row["networks"] if row["networks"] else None
-        row["method"] = self._method
+        row["method"], row["measured"] = self._method, self._measured
+        if row["unmeasured_s"] >= 0.05:
+            row["method"] += f"; its first {row['unmeasured_s']:.1f} s (CodeCarbon setting up) at the phase's mean power"
         if self.region:
-            row["region"], row["co2_kg"] = self.region, row.get("co2_kg", 0.0) + float(data.emissions)
+            row["region"], row["co2_kg"] = self.region, row["kwh"] * self._intensity / 1000
         atomic_write_text(self.path, json.dumps(self.rows, indent=1) + "\n")
 
 
@@ -208,9 +246,12 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    """One line: joules per phase and in total, and how they were obtained ('' without rows)."""
+    """One line: joules per phase and in total, and how they were obtained, saying "estimated" where no
+    RAPL or NVML was readable ('' without rows)."""
     if not rows:
         return ""
     total = sum(r["kwh"] for r in rows)
     phases = ", ".join(f"{r['phase']} {_number(r['joules'])} J" for r in rows)
-    return f"energy: {phases}; total {total:.3g} kWh ({_number(total * JOULES_PER_KWH)} J; {rows[0]['method']})"
+    how = rows[0]["method"] if rows[0]["measured"] else \
+        f"estimated by CodeCarbon, no RAPL or NVML readable here: {rows[0]['method']}"
+    return f"energy: {phases}; total {total:.3g} kWh = {_number(total * JOULES_PER_KWH)} J ({how})"
