@@ -151,7 +151,11 @@ def markdown(result: dict[str, Any]) -> str:
               f"{c['networks']} | {_energy_cell(c)} | {c.get('energy_method') or 'run without energy tracking'} |"
               for c in result["cost"]]
     lines += ["", "Energy is what each run measured with CodeCarbon (per phase in its hall_of_fame.json); caches "
-              "shared between seeds are built once, by the first run.", ""]
+              "shared between seeds are built once, by the first run."]
+    if any(c.get("energy_kwh") is None for c in result["cost"]):
+        lines += ["Runs marked 'not measured' tracked no energy (made before zcp measured it, or with --no-energy): "
+                  "their energy is unknown, not estimated."]
+    lines += [""]
     if result.get("report_energy"):
         lines += ["Energy of this report (held-out caches, scoring):", "", *energy.markdown(result["report_energy"]), ""]
     return "\n".join(lines)

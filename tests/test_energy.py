@@ -13,7 +13,7 @@ from evaluation import energy
 from evaluation.errors import ZcpError
 from evaluation.samples import make_sample, write_sample
 from evaluation.spaces import get_space
-from experiments import campaign
+from experiments import campaign, heldout
 from experiments.cli import main
 from experiments.config import parse_config
 from tests.campaigns import tiny_config
@@ -118,6 +118,21 @@ def test_tracking_off_never_imports_codecarbon(runs, monkeypatch):
     assert "energy_this_run" not in record and not (tmp / "off" / "energy.json").exists()
     with pytest.raises(ZcpError, match="energy tracking needs codecarbon"):
         campaign.start(config, tmp / "on-again", progress=False)
+
+
+def test_heldout_report_takes_measured_energy_and_measures_its_own(runs):
+    """The cost table shows each run's measured energy (or says it was not measured); the report's own
+    phases are measured too. Runs that differ only in energy settings are seeds of one campaign."""
+    tmp, _, _ = runs
+    result = heldout.report([tmp / "on", tmp / "off"], tmp / "report", stratified_n=6, resamples=20,
+                            zoo=["params"], scores_dir=tmp / "scores")
+    on, off = result["cost"]
+    assert on["energy_kwh"] > 0 and "CPU: " in on["energy_method"] and off["energy_kwh"] is None
+    assert [r["phase"] for r in result["report_energy"]] == ["held-out caches", "evolved and baselines (cache)",
+                                                             "zoo params (live networks)"]
+    text = (tmp / "report" / "results.md").read_text()
+    assert "| not measured | run without energy tracking |" in text and "Energy of this report" in text
+    assert "10 W per" not in text
 
 
 def test_energy_settings_do_not_change_the_config_digest():
