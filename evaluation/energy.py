@@ -2,12 +2,13 @@
 
 CodeCarbon reads the RAPL counters of the CPU package and NVIDIA's NVML where the machine exposes
 them; elsewhere it estimates CPU power from its table of processor TDPs times the measured CPU load,
-and RAM power from the memory size. Every figure carries which of these made it (``method``). Scope: this process and its children (local
-Ray workers included, remote cluster nodes not); RAPL and NVML read the whole package or GPU.
+and RAM power from the memory size. Every figure carries which of these made it (``method``).
+Scope: this process and its children (local Ray workers included, remote cluster nodes not); RAPL
+and NVML read the whole package or GPU.
 
 Offline and private: no network, no dashboard, no CodeCarbon file or lock file; the figures go to
-the run's own ``energy.json``; a run prints one :func:`summary` line at its end, which says
-"estimated" where nothing was measured. CO2 is reported only for a configured region (a country's average
+the run's own ``energy.json``, and a run prints one :func:`summary` line at its end, which says
+"estimated" where nothing was measured. CO2 only for a configured region (the country's average
 intensity from CodeCarbon's energy-mix table). With tracking off (:class:`NoMeter`) CodeCarbon is
 never imported.
 """
@@ -29,6 +30,7 @@ from evaluation.errors import ZcpError
 
 ENERGY_FILE = "energy.json"
 JOULES_PER_KWH = 3.6e6
+PARTS = ("cpu", "gpu", "ram")
 OFF_HINT = "turn tracking off with --no-energy or [campaign] energy = false"
 NEEDS_CODECARBON = f"energy tracking needs codecarbon (pip install codecarbon==3.3.2); or {OFF_HINT}"
 
@@ -70,6 +72,9 @@ def check_writable(folder: Path) -> None:
                        f"{exc.strerror or exc}); choose a writable folder or {OFF_HINT}") from None
 
 
+COUNTERS = {"intel_rapl": "RAPL", "windows_emi": "RAPL (Windows EMI)", "intel_power_gadget": "RAPL (Power Gadget)"}
+
+
 def _method(hardware: list[Any], ram_watts: float) -> tuple[str, bool]:
     """How CodeCarbon obtains each part's energy, and whether any part is measured (RAPL / NVML).
 
@@ -77,11 +82,12 @@ def _method(hardware: list[Any], ram_watts: float) -> tuple[str, bool]:
     parts, measured = [], False
     for hw in hardware:
         kind, mode = type(hw).__name__, getattr(hw, "_mode", None)
-        if kind == "CPU" and mode in ("intel_rapl", "windows_emi", "intel_power_gadget"):
-            parts.append("CPU: RAPL")
+        if kind == "CPU" and mode in COUNTERS:
+            parts.append(f"CPU: {COUNTERS[mode]}")
             measured = True
         elif kind == "CPU":
-            parts.append(f"CPU: estimate ({getattr(hw, '_tdp', '?')} W TDP x load)")
+            share = "load" if mode == "cpu_load" else "50% (no load reading)"
+            parts.append(f"CPU: estimate ({getattr(hw, '_tdp', '?')} W TDP x {share})")
         elif kind == "GPU":
             vendors = {type(d).__name__ for d in getattr(hw.devices, "devices", [])}
             parts.append("GPU: AMD SMI" if any(v.startswith("AMD") for v in vendors) else "GPU: NVML")
@@ -111,8 +117,9 @@ class EnergyMeter:
     ``with meter.phase("evolution") as row: ...`` measures the block; set ``row["networks"]`` inside
     it to get joules per network. A phase name used again adds to its row; a phase that raises is not
     recorded. CodeCarbon's import and hardware detection (seconds: py-cpuinfo, its TDP table) run in a
-    thread beside the run's first phase instead of before it; the seconds of that phase before the
-    tracker was ready are counted at the power the phase measured afterwards (``unmeasured_s``)."""
+    thread beside the run's first phases instead of before them, and no phase waits for them: the
+    seconds before the tracker was ready (``unmeasured_s``) count at the power it measures next (the
+    rest of the phase, or the next phase; :attr:`rows` measures a moment if no phase is left)."""
 
     def __init__(self, path: str | Path, region: str = "") -> None:
         self.path = Path(path)
@@ -120,7 +127,8 @@ class EnergyMeter:
         self.region = check_region(region)
         mix = _energy_mix()  # a missing CodeCarbon is an error now, not after the first phase
         self._intensity = mix[self.region]["carbon_intensity"] if self.region else 0.0
-        self.rows: list[dict[str, Any]] = []
+        self._rows: list[dict[str, Any]] = []
+        self._deferred: list[tuple[str, float, int | None]] = []  # phases over before the tracker was ready
         self._tracker: Any = None
         self._error: ZcpError | None = None
         self._method, self._measured = "", False
@@ -165,12 +173,27 @@ class EnergyMeter:
             raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
         return tracker
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per phase (phases that ended before the tracker was ready are recorded now)."""
+        if self._deferred:
+            self._setup.join()
+            self._raise_set_up_error()
+            self._tracker.start_task("now")
+            data = self._tracker.stop_task()
+            self._describe(data)
+            self._flush_deferred(_rates(data))
+        return self._rows
+
+    def _raise_set_up_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
     @contextmanager
     def phase(self, name: str) -> Iterator[dict[str, Any]]:
         begin = time.perf_counter()
         with self._lock:
-            if self._error is not None:
-                raise self._error
+            self._raise_set_up_error()
             if self._tracker is None:
                 self._pending = (name, begin)
             else:
@@ -183,40 +206,53 @@ class EnergyMeter:
             end = time.perf_counter()
             with self._lock:
                 self._pending, running, self._running = None, self._running, None
-            self._setup.join()
-            data = self._tracker.stop_task() if running else None
-        if self._error is not None:
-            raise self._error
-        if data is None:  # the phase ended before the tracker was ready: take the power it measures now
-            self._tracker.start_task(name)
-            data, running = self._tracker.stop_task(), (name, end)
-        self._record(name, data, end - begin, running[1] - begin, extra.get("networks"))
+                data = self._tracker.stop_task() if running else None
+        if data is None:  # over before the tracker was ready: recorded at the power of the next measured phase
+            self._deferred.append((name, end - begin, extra.get("networks")))
+            return
+        self._describe(data)
+        rates = _rates(data)
+        self._flush_deferred(rates)
+        unmeasured = running[1] - begin
+        self._add(name, end - begin, unmeasured, extra.get("networks"),
+                  {part: float(getattr(data, f"{part}_energy")) + unmeasured * rates[part] for part in PARTS})
 
-    def _record(self, name: str, data: Any, seconds: float, unmeasured: float, networks: int | None) -> None:
+    def _flush_deferred(self, rates: dict[str, float]) -> None:
+        deferred, self._deferred = self._deferred, []
+        for name, seconds, networks in deferred:
+            self._add(name, seconds, seconds, networks, {part: seconds * rates[part] for part in PARTS})
+
+    def _describe(self, data: Any) -> None:
         if not self._method:
             self._method, self._measured = _method(self._tracker._hardware, data.ram_power)
-        row = next((r for r in self.rows if r["phase"] == name), None)
+
+    def _add(self, name: str, seconds: float, unmeasured: float, networks: int | None, kwh: dict[str, float]) -> None:
+        row = next((r for r in self._rows if r["phase"] == name), None)
         if row is None:
-            row = {"phase": name, "seconds": 0.0, "unmeasured_s": 0.0, "kwh": 0.0, "cpu_kwh": 0.0, "gpu_kwh": 0.0,
-                   "ram_kwh": 0.0}
-            self.rows.append(row)
+            row = {"phase": name, "seconds": 0.0, "unmeasured_s": 0.0, "kwh": 0.0,
+                   **{f"{part}_kwh": 0.0 for part in PARTS}}
+            self._rows.append(row)
         row["seconds"] += seconds
         row["unmeasured_s"] += unmeasured
-        for part in ("cpu", "gpu", "ram"):
-            kwh = float(getattr(data, f"{part}_energy"))
-            per_second = kwh / data.duration if data.duration >= 1 else float(getattr(data, f"{part}_power")) / JOULES_PER_KWH
-            row[f"{part}_kwh"] += kwh + unmeasured * per_second
-        row["kwh"] = row["cpu_kwh"] + row["gpu_kwh"] + row["ram_kwh"]
+        for part in PARTS:
+            row[f"{part}_kwh"] += kwh[part]
+        row["kwh"] = sum(row[f"{part}_kwh"] for part in PARTS)
         row["joules"] = row["kwh"] * JOULES_PER_KWH
         if networks is not None:
             row["networks"] = row.get("networks", 0) + networks
             row["joules_per_network"] = row["joules"] / row["networks"] if row["networks"] else None
         row["method"], row["measured"] = self._method, self._measured
         if row["unmeasured_s"] >= 0.05:
-            row["method"] += f"; its first {row['unmeasured_s']:.1f} s (CodeCarbon setting up) at the phase's mean power"
+            row["method"] += f"; {row['unmeasured_s']:.1f} s of it (CodeCarbon setting up) at the power measured next"
         if self.region:
             row["region"], row["co2_kg"] = self.region, row["kwh"] * self._intensity / 1000
-        atomic_write_text(self.path, json.dumps(self.rows, indent=1) + "\n")
+        atomic_write_text(self.path, json.dumps(self._rows, indent=1) + "\n")
+
+
+def _rates(data: Any) -> dict[str, float]:
+    """kWh per second of each part over a measured task (its power where it lasted under a second)."""
+    return {part: float(getattr(data, f"{part}_energy")) / data.duration if data.duration >= 1
+            else float(getattr(data, f"{part}_power")) / JOULES_PER_KWH for part in PARTS}
 
 
 def energy_meter(path: str | Path, enabled: bool = True, region: str = "") -> EnergyMeter | NoMeter:

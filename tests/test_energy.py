@@ -27,8 +27,15 @@ def _busy(seconds: float) -> None:
         sum(range(1000))
 
 
+def _warm(tmp_path: Path) -> None:
+    """Leave CodeCarbon imported and its hardware detection cached in this process (as after a first run)."""
+    energy.energy_meter(tmp_path / "warm" / "energy.json")._setup.join()
+
+
 def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path, capsys):
+    _warm(tmp_path)
     meter = energy.energy_meter(tmp_path / "run" / "energy.json")
+    meter._setup.join()  # measured from their start on (the set-up test covers phases that begin earlier)
     with meter.phase("busy") as row:
         _busy(1.5)
         row["networks"] = 3
@@ -176,6 +183,10 @@ def test_cache_build_and_compare_give_joules_per_network(tmp_path, capsys, data_
     assert all(r["networks"] == 0 and r["joules_per_network"] is None
                for r in json.loads((tmp_path / "cmp" / "energy.json").read_text()))
     capsys.readouterr()
+    assert main(["score", "--proxy", "params", *common, "--score-cache", str(tmp_path / "scores"),
+                 "--out", str(tmp_path / "params.csv")]) == 0
+    assert "no network scored this run (all from the score cache)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "params.energy.json").read_text())[0]["phase"] == "score params"
 
 
 def test_bad_energy_settings_are_one_line():
@@ -198,8 +209,7 @@ def test_unwritable_folder_is_refused_before_any_work(tmp_path):
 def test_set_up_runs_beside_the_first_phase_and_its_seconds_are_counted(tmp_path, monkeypatch):
     """CodeCarbon's set-up (import, hardware detection) overlaps the first phase; the seconds before the
     tracker was ready count at the power the phase measured afterwards, even for a phase shorter than it."""
-    with energy.energy_meter(tmp_path / "warm.json").phase("warm"):  # CodeCarbon caches its hardware detection
-        pass
+    _warm(tmp_path)
     new_tracker = energy.EnergyMeter._new_tracker
 
     def slow(self):
@@ -219,6 +229,15 @@ def test_set_up_runs_beside_the_first_phase_and_its_seconds_are_counted(tmp_path
     assert long["kwh"] > 0 and "CodeCarbon setting up" in long["method"]
     assert nxt["unmeasured_s"] == 0 and "setting up" not in nxt["method"]
     short = energy.energy_meter(tmp_path / "s.json")
-    with short.phase("short"):  # over before the tracker is ready
+    start = time.perf_counter()
+    with short.phase("short"):  # over before the tracker is ready: recorded at the power measured next
         pass
-    assert short.rows[0]["kwh"] > 0 and short.rows[0]["unmeasured_s"] == pytest.approx(short.rows[0]["seconds"])
+    with short.phase("short too"):
+        pass
+    assert time.perf_counter() - start < 0.5  # neither waited for the set-up
+    first, second = short.rows  # reading them waits for the set-up and measures a moment
+    assert first["phase"] == "short" and first["kwh"] > 0
+    assert first["unmeasured_s"] == pytest.approx(first["seconds"]) and second["unmeasured_s"] == second["seconds"]
+    with short.phase("measured"):
+        time.sleep(1.1)
+    assert short.rows[2]["unmeasured_s"] == 0 and json.loads((tmp_path / "s.json").read_text()) == short.rows
