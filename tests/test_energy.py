@@ -1,6 +1,8 @@
 """Energy tracking (evaluation/energy.py): CodeCarbon's offline tracker per phase, its figures and
 where they go, tracking off without importing CodeCarbon, concurrent trackers, bad settings."""
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,14 +38,18 @@ def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path, capsys):
     _warm(tmp_path)
     meter = energy.energy_meter(tmp_path / "run" / "energy.json")
     meter._setup.join()  # measured from their start on (the set-up test covers phases that begin earlier)
+    cpu = time.process_time()
     with meter.phase("busy") as row:
         _busy(1.5)
         row["networks"] = 3
+    cpu = time.process_time() - cpu
     with meter.phase("idle"):
         time.sleep(1.0)
+    cpu_late = time.process_time()
     with meter.phase("busy") as row:  # the same phase again adds to its row
         _busy(0.5)
         row["networks"] = 2
+    cpu_late = time.process_time() - cpu_late
     rows = json.loads((tmp_path / "run" / "energy.json").read_text())
     assert rows == meter.rows and [r["phase"] for r in rows] == ["busy", "idle"]
     busy, idle = rows
@@ -54,6 +60,10 @@ def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path, capsys):
     assert busy["cpu_kwh"] / busy["seconds"] > idle["cpu_kwh"] / idle["seconds"]  # load shows in the CPU figure
     assert "co2_kg" not in busy  # no region, no CO2
     assert busy["measured"] == any(source in busy["method"] for source in ("RAPL", "NVML"))
+    tdp = re.search(r"CPU: estimate \(([\d.]+) W TDP x load\)", busy["method"])
+    if tdp:  # the estimate is the TDP's share of this process's CPU time, phase by phase
+        share = float(tdp.group(1)) / (os.cpu_count() or 1)
+        assert busy["cpu_kwh"] * 3.6e6 == pytest.approx(share * (cpu + cpu_late), rel=0.25)
     assert "CPU: " in busy["method"] and "RAM: " in busy["method"]
     assert capsys.readouterr() == ("", "")  # phases print nothing: a run says it all in one summary line
     table = energy.markdown(rows)
