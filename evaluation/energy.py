@@ -100,16 +100,6 @@ def _method(hardware: list[Any], ram_watts: float) -> tuple[str, bool]:
     return ", ".join(sorted(parts)), measured
 
 
-class _NoSampling:
-    """Stands in for CodeCarbon's power-sampling scheduler (see :meth:`EnergyMeter._new_tracker`)."""
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
 class NoMeter:
     """Tracking off: phases run bare, nothing is recorded, CodeCarbon is not imported."""
 
@@ -181,11 +171,6 @@ class EnergyMeter:
             force_carbon_intensity_g_co2e_kwh=self._intensity)
         if not hasattr(tracker, "_active_task"):  # CodeCarbon swallows its own set-up errors
             raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
-        # CodeCarbon's 1 s power sampling thread only matters for parts without an energy counter or a
-        # phase-long reading; here the CPU estimate is the CPU time of the whole phase (process mode), RAM a
-        # constant, RAPL and NVML counters, so a phase's start and end give the same figures. The thread
-        # slowed campaigns on Ray by about 10% (experiments/bench/energy_bench.py).
-        tracker._scheduler_monitor_power = _NoSampling()
         return tracker
 
     @property
