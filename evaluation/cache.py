@@ -204,7 +204,7 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     shard_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out, shard_dir):  # temporary files of a killed build
         remove_stale_temps(folder)
-    done = {int(p.stem) for p in shard_dir.glob("*.npz")}
+    done = _shards_done(out)
     todo = [i for i in sample.indices if i not in done]
     job = _Job(sample.space, dataset, seed, signal, curve_points, terminals, device)
     if gpus_per_task is None:
@@ -215,6 +215,15 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     for index, arrays in tqdm(results, total=len(todo), disable=not show, desc="cache", unit="net"):
         atomic_write_bytes(shard_dir / f"{index}.npz", _npz_bytes(arrays))
     return pack(out, sample)
+
+
+def _shards_done(out: Path) -> set[int]:
+    return {int(p.stem) for p in (out / SHARDS).glob("*.npz")}
+
+
+def unbuilt(out: Path, sample: Sample) -> int:
+    """How many networks of ``sample`` a build into ``out`` has still to run (0 once it is packed)."""
+    return 0 if (out / PACKED).exists() else len(set(sample.indices) - _shards_done(out))
 
 
 def pack(out: Path, sample: Sample) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 
 from evaluation.atomic import atomic_write_bytes, atomic_write_text
+from evaluation.energy import markdown as energy_markdown
 
 METRICS = ("kendall", "spearman", "pearson", "top10")
 # Published NATS-TSS CIFAR-10 values (docs/proxies.md): (metric, value, source).
@@ -108,7 +109,8 @@ def write_csv(rows: list[Row], path: str | os.PathLike) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_markdown(rows: list[Row], path: str | os.PathLike, title: str) -> Path:
+def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, energy_rows: list[dict] = ()) -> Path:
+    """The comparison table, then (with ``energy_rows``) the energy of scoring each proxy."""
     def cell(r: Row, m: str) -> str:
         lo, hi = r.intervals[m]
         return f"{r.values[m]:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -120,6 +122,9 @@ def write_markdown(rows: list[Row], path: str | os.PathLike, title: str) -> Path
     for r in rows:
         lines.append(f"| {r.proxy} | {r.n} | {r.non_finite} | " + " | ".join(cell(r, m) for m in METRICS)
                      + f" | {r.seconds:.3f} | {_published(r.proxy)} |")
+    if energy_rows:
+        lines += ["", "## Energy (this run; scores taken from the score cache cost nothing and count no network)", "",
+                  *energy_markdown(list(energy_rows))]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 

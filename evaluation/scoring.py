@@ -77,13 +77,15 @@ class ScoreSpec:
 
 @dataclass
 class Scores:
-    """Scores of one proxy on a sample, in sample order (components only for set-level proxies)."""
+    """Scores of one proxy on a sample, in sample order (components only for set-level proxies);
+    ``scored``: how many of them this call computed (the rest came from the score cache)."""
 
     proxy: str
     indices: np.ndarray
     values: np.ndarray
     seconds: np.ndarray
     components: dict[str, np.ndarray] = field(default_factory=dict)
+    scored: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,9 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
     finally:
         if todo:
             _write_cache(path, spec, entries)
-    return _collect(proxy, sample, entries)
+    scores = _collect(proxy, sample, entries)
+    scores.scored = len(todo)
+    return scores
 
 
 def _collect(proxy: Proxy, sample: Sample, entries: Mapping[str, Any]) -> Scores:

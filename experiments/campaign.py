@@ -10,6 +10,8 @@ Run directory:
     checkpoint.json     plain JSON with a checksum (experiments/checkpoint.py), written atomically after every generation
     hall_of_fame.json   best distinct expressions with search fitness, and at the end their fitness per
                         search target and their held-out scores per space and dataset
+    energy.json         energy of this run's phases (cache build, evolution, report; evaluation/energy.py),
+                        also in hall_of_fame.json as ``energy_this_run``; absent with [campaign] energy = false
 
 ``resume`` refuses a run whose config or primitive set changed since its checkpoint. Ctrl-C stops
 after the last completed generation's checkpoint; nothing of a half-done generation is kept.
@@ -31,6 +33,7 @@ from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_text, remove_stale_temps
 from evaluation.cache import PACKED, SHARDS, Cache, build_cache, load_cache, sample_sha
+from evaluation.energy import ENERGY_FILE, EnergyMeter, NoMeter, energy_meter
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
 from evaluation.fitness import Fitness, Target, cache_accuracy, rank_correlation
@@ -228,17 +231,34 @@ def _write_log(run_dir: Path, lines: list[dict[str, Any]]) -> None:
 
 
 def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: bool = False,
-        progress: bool | None = None) -> dict[str, Any]:
-    """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record."""
+        progress: bool | None = None, energy: bool | None = None) -> dict[str, Any]:
+    """Run (or resume) a campaign in ``run_dir``; returns the final hall-of-fame record.
+
+    ``energy`` (None: the config's ``[campaign] energy``) measures each phase's energy."""
     show = sys.stderr.isatty() if progress is None else progress
     say = _say if progress is None and not show else None  # not a terminal: one line per phase, no bars
+    meter = energy_meter(run_dir / ENERGY_FILE, config.campaign.energy if energy is None else energy,
+                         config.campaign.energy_region)
     start = time.perf_counter()
     remove_stale_temps(run_dir)
-    prepared = prepare(config, run_dir, paths, show, say=say)
+    with meter.phase("cache build"):
+        prepared = prepare(config, run_dir, paths, show, say=say)
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
     payload = _payload(config, prepared)
+    with meter.phase("evolution"):
+        engine, hof = _evolve(run_dir, config, payload, types, pset_digest, resume, show, say, start)
+    if say:
+        say(f"held-out report: the hall of fame and the baselines on "
+            f"{sum(len(p.sample.indices) for p in prepared.heldout)} held-out networks")
+    return _final_report(run_dir, engine, hof, prepared, prepare_seconds, time.perf_counter() - start, meter)
+
+
+def _evolve(run_dir: Path, config: Config, payload: Payload, types: dict[str, type], pset_digest: str, resume: bool,
+            show: bool, say: Callable[[str], None] | None, start: float) -> tuple[Evolution | Islands, list[dict[str, Any]]]:
+    """Generations up to ``[gp] generations`` from a fresh start or the checkpoint, checkpointing each;
+    returns the engine and its hall of fame with each entry's fitness per search target."""
     log: list[dict[str, Any]] = []
     close = _no_op
     try:
@@ -269,10 +289,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
         raise KeyboardInterrupt(_interrupted(run_dir)) from None
     finally:
         close()
-    if say:
-        say(f"held-out report: the hall of fame and the baselines on "
-            f"{sum(len(p.sample.indices) for p in prepared.heldout)} held-out networks")
-    return _final_report(run_dir, engine, hof, prepared, prepare_seconds, time.perf_counter() - start)
+    return engine, hof
 
 
 def _no_op() -> None:
@@ -340,12 +357,13 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _final_report(run_dir: Path, engine: Evolution | Islands, entries: list[dict[str, Any]], prepared: Prepared,
-                  prepare_seconds: float, seconds: float) -> dict[str, Any]:
+                  prepare_seconds: float, seconds: float, meter: EnergyMeter | NoMeter) -> dict[str, Any]:
     """The finished hall of fame: ``entries`` (with their per-target search fitness) and the baselines,
     scored on every held-out part."""
     available = {n: t for n, t in BASELINES.items()
                  if terminals_of(parse(t, REGISTRY, terminal_types())) <= set(prepared.terminals)}
-    report = heldout_report([e["expression"] for e in entries] + list(available.values()), prepared)
+    with meter.phase("report"):
+        report = heldout_report([e["expression"] for e in entries] + list(available.values()), prepared)
     for e in entries:
         e["heldout"] = report[e["expression"]]
         e["passes"] = passes_needed(terminals_of(parse(e["expression"], REGISTRY, terminal_types())))
@@ -353,6 +371,8 @@ def _final_report(run_dir: Path, engine: Evolution | Islands, entries: list[dict
               "cache_seconds_this_run": round(prepare_seconds, 1), "evaluations": len(engine.memo),
               "search_n": [len(p.accuracy) for p in prepared.search], "heldout_n": [len(p.accuracy) for p in prepared.heldout],
               "entries": entries, "baselines": {n: {"expression": t, "heldout": report[t]} for n, t in available.items()}}
+    if meter.rows:
+        record["energy_this_run"] = meter.rows
     atomic_write_text(run_dir / HOF, json.dumps(record, indent=1) + "\n")
     return record
 
@@ -367,19 +387,21 @@ def start(config_path: str | Path, run_dir: str | Path, paths: DataPaths | None 
     return run(config, run_dir, paths, progress=progress)
 
 
-def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """``zcp resume``: continue a campaign from its checkpoint, refusing a changed config or primitive set."""
+def resume(run_dir: str | Path, paths: DataPaths | None = None, progress: bool | None = None,
+           energy: bool | None = None) -> dict[str, Any]:
+    """``zcp resume``: continue a campaign from its checkpoint, refusing a changed config or primitive set
+    (``energy=False`` turns energy tracking off for this run whatever the config says)."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists():
         if not (run_dir / CONFIG).exists():
             raise ZcpError(f"{run_dir} has no {CHECKPOINT}: nothing to resume (start one with `zcp evolve`)")
         # killed before generation 0 was saved: start over from the saved config (caches resume)
-        return run(load_config(run_dir / CONFIG), run_dir, paths, progress=progress)
+        return run(load_config(run_dir / CONFIG), run_dir, paths, progress=progress, energy=energy)
     state = read_checkpoint(run_dir / CHECKPOINT)
     config = load_config(run_dir / CONFIG)
     if state.get("config_digest") != config.digest():
         raise ZcpError(f"{run_dir / CONFIG} changed since the checkpoint was written: resume refuses a changed config")
     if state.get("primitive_set") != primitive_set_digest(campaign_terminals(config)):
         raise ZcpError("the primitive set changed since the checkpoint was written: resume refuses it")
-    return run(config, run_dir, paths, resume=True, progress=progress)
+    return run(config, run_dir, paths, resume=True, progress=progress, energy=energy)
 

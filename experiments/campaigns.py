@@ -15,12 +15,14 @@ from pathlib import Path
 
 from evaluation.errors import ZcpError
 from experiments import campaign, heldout
+from experiments.commands import energy_options, energy_settings
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
-def run_seeds(name: str, seeds: list[int], overrides: list[str], runs: Path) -> list[Path]:
-    """Finish ``runs/NAME-s<seed>`` for every seed; returns the run directories."""
+def run_seeds(name: str, seeds: list[int], overrides: list[str], runs: Path, energy: bool | None = None) -> list[Path]:
+    """Finish ``runs/NAME-s<seed>`` for every seed; returns the run directories (``energy=False``: no
+    energy tracking, also in resumed runs)."""
     config = CONFIGS / f"{name}.toml"
     if not config.is_file():
         known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.toml")))
@@ -31,7 +33,7 @@ def run_seeds(name: str, seeds: list[int], overrides: list[str], runs: Path) -> 
         if (run_dir / campaign.HOF).exists() and campaign.read_hall_of_fame(run_dir).get("status") == "finished":
             print(f"{run_dir}: finished already", file=sys.stderr)
         elif (run_dir / campaign.CHECKPOINT).exists():
-            campaign.resume(run_dir)
+            campaign.resume(run_dir, energy=energy)
         else:
             campaign.start(config, run_dir, overrides=[*overrides, f"gp.seed={seed}"])
         dirs.append(run_dir)
@@ -39,7 +41,7 @@ def run_seeds(name: str, seeds: list[int], overrides: list[str], runs: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[energy_options()])
     parser.add_argument("name", help="a config in experiments/configs/, without .toml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -50,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="zoo proxies to run on the same held-out networks, comma-separated (e.g. zico,synflow)")
     args = parser.parse_args(argv)
     try:
-        dirs = run_seeds(args.name, args.seeds, args.set, args.runs)
-        result = heldout.report(dirs, args.results / args.name, args.stratified_n, zoo=args.zoo)
+        dirs = run_seeds(args.name, args.seeds, [*args.set, *energy_settings(args)], args.runs,
+                         None if args.energy else False)
+        result = heldout.report(dirs, args.results / args.name, args.stratified_n, zoo=args.zoo,
+                                track_energy=args.energy, energy_region=args.energy_region)
     except ZcpError as exc:
         print(f"campaigns: error: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,9 @@
 
     [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'),
                 cost_weight (fitness minus this x passes per network; 0 = off), seed,
-                time_limit (seconds one candidate may take; an overrun scores worst)
+                time_limit (seconds one candidate may take; an overrun scores worst),
+                energy (measure energy per phase with CodeCarbon: true | false),
+                energy_region (3-letter country code for a CO2 figure; empty = energy only)
     [sample]    search_kind, search_n, subsets, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
     [cache]     batch_size, images, signal, terminals (names and @groups of primitives.terminals.GROUPS;
                 empty = @base, the original 48), dir (empty = <run>/caches)
@@ -13,7 +15,8 @@
                 node_ip_address (this machine's address in the cluster; empty = derived from address)
 
 Every value has a default; the run directory keeps the complete config (defaults filled in), and its
-hash guards ``zcp resume`` against a changed config.
+hash (of every setting that can change results, so not the energy ones) guards ``zcp resume`` against
+a changed config.
 
 Search targets. The fitness of a campaign combines (``combine``) the correlations on every search
 target: one per space x dataset x search kind x subset. ``space`` and ``search_kind`` take one name or
@@ -37,6 +40,7 @@ from typing import Any
 
 from evaluation.cluster import gpu_share
 from evaluation.datasets import check_dataset
+from evaluation.energy import check_region
 from evaluation.errors import ZcpError
 from evaluation.fitness import TIME_LIMIT, options_problem
 from evaluation.samples import KINDS, split_indices
@@ -73,6 +77,8 @@ class CampaignSection:
     cost_weight: float = 0.0
     seed: int = 0
     time_limit: float = TIME_LIMIT
+    energy: bool = True
+    energy_region: str = ""
 
     def __post_init__(self) -> None:
         _distinct("space", self.spaces)
@@ -160,8 +166,17 @@ class Config:
             lines.append("")
         return "\n".join(lines)
 
+    def results_dict(self) -> dict[str, dict[str, Any]]:
+        """:meth:`to_dict` without the settings that cannot change results (energy tracking)."""
+        values = self.to_dict()
+        values["campaign"] = {k: v for k, v in values["campaign"].items() if k not in ENERGY_KEYS}
+        return values
+
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.results_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+ENERGY_KEYS = ("energy", "energy_region")
 
 
 SECTIONS = {"campaign": CampaignSection, "sample": SampleSection, "cache": CacheSection, "gp": GPConfig,
@@ -265,6 +280,10 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     if problem:
         raise ZcpError(f"{where}: cache.terminals: {problem}")
     types = terminal_types(terminals)
+    try:
+        check_region(config.campaign.energy_region)
+    except ZcpError as exc:
+        raise ZcpError(f"{where}: campaign.energy_region: {exc}") from None
     for text in config.gp.initial_expressions:
         try:
             parse(text, REGISTRY, types)

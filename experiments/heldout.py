@@ -14,7 +14,9 @@ campaigns on the same networks reuse them). Kendall tau and Spearman rho carry p
 95% intervals over networks.
 
 Writes ``results.json``, ``results.md`` (tables, cost accounting), ``fitness.png`` (best and median
-search fitness, diversity and mean tree size per generation, per seed; islands pooled) and ``scatter.png`` (best proxy vs accuracy, held-out).
+search fitness, diversity and mean tree size per generation, per seed; islands pooled) and ``scatter.png`` (best proxy vs accuracy, held-out), and
+``energy.json``: the energy of this report's phases, measured with CodeCarbon (evaluation/energy.py)
+unless ``--no-energy``. The cost table takes each run's measured energy from its hall of fame.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation import energy
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from evaluation.report import evaluate as metrics_row
@@ -37,13 +40,9 @@ from evaluation.proxies import get_proxy
 from evaluation.samples import make_sample
 from evaluation.scoring import score_sample
 from evaluation.spaces import get_space
+from experiments.commands import energy_options
 from experiments.campaign import BASELINES, CONFIG, LOG, Part, Prepared, cache_for, prepare, read_hall_of_fame
 from experiments.config import Config, load_config
-
-WATTS_PER_CORE = 10.0
-"""Energy estimate: busy cores x wall seconds x this (a typical server core's share of package power
-at full load; state it beside every energy number, it is an assumption, not a measurement)."""
-
 
 def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
     """Each run's config and finished hall of fame; all configs must agree but for the GP seed."""
@@ -54,9 +53,9 @@ def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
         if record.get("status") != "finished":
             raise ZcpError(f"{run_dir} is not finished (finish it with `zcp resume {run_dir}`)")
         runs.append((run_dir, config, record))
-    first = runs[0][1].to_dict()
+    first = runs[0][1].results_dict()
     for run_dir, config, _ in runs[1:]:
-        other = config.to_dict()
+        other = config.results_dict()
         if {k: v for k, v in other.items() if k != "gp"} != {k: v for k, v in first.items() if k != "gp"}:
             raise ZcpError(f"{run_dir} differs from {runs[0][0]} in more than [gp]: not seeds of one campaign")
     return runs
@@ -83,20 +82,23 @@ def _cell(name: str, scores: np.ndarray, accuracy: np.ndarray, resamples: int) -
 
 
 def _score(texts: dict[str, str], zoo: list[str], parts: list[Part], config: Config, terminals: tuple[str, ...],
-           scores_dir: Path, resamples: int) -> dict[str, dict[str, Any]]:
+           scores_dir: Path, resamples: int, meter: energy.EnergyMeter | energy.NoMeter) -> dict[str, dict[str, Any]]:
     """part name -> proxy name -> {n, metric: value, metric_ci: [lo, hi]} on the held-out ``parts``, with
     the metrics and bootstrap of ``zcp compare`` (evaluation/report.py), so evolved proxies and the zoo
     read alike."""
     out: dict[str, dict[str, Any]] = {}
     for part in parts:
         fitness = Fitness([part.target()], terminals)
-        table = out[part.name] = {name: _cell(name, fitness.scores(text)[0], part.accuracy, resamples)
-                                  for name, text in texts.items()}
+        with meter.phase("evolved and baselines (cache)"):
+            table = out[part.name] = {name: _cell(name, fitness.scores(text)[0], part.accuracy, resamples)
+                                      for name, text in texts.items()}
         m, p = part.cache.manifest, config.parallel
         for ref in zoo:
-            scores = score_sample(ref, part.sample, part.sample.dataset, scores_dir, batch_size=m["batch_size"],
-                                  seed=m["seed"], image_source=m["image_source"], backend=p.backend, workers=p.workers,
-                                  address=p.address or None)
+            with meter.phase(f"zoo {ref} (live networks)") as row:
+                scores = score_sample(ref, part.sample, part.sample.dataset, scores_dir, batch_size=m["batch_size"],
+                                      seed=m["seed"], image_source=m["image_source"], backend=p.backend,
+                                      workers=p.workers, address=p.address or None)
+                row["networks"] = scores.scored
             if not np.array_equal(scores.indices, part.cache.indices):
                 raise ZcpError(f"held-out sample and cache {part.cache.path} list different networks: rebuild the cache")
             table[zoo_name(ref)] = _cell(ref, scores.values, part.accuracy, resamples)
@@ -114,13 +116,16 @@ def zoo_name(ref: str) -> str:
 
 
 def _cost(runs: list[tuple[Path, Config, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each run's wall time and its energy as measured by the run (None: the run tracked no energy)."""
     rows = []
     for run_dir, config, record in runs:
         wall, workers = record["seconds_this_run"], config.parallel.workers
+        phases = record.get("energy_this_run") or []
+        kwh = sum(r["kwh"] for r in phases) if phases else None
         rows.append({"run": str(run_dir), "wall_s": wall, "cache_s": record.get("cache_seconds_this_run"),
                      "core_s_upper_bound": round(wall * workers, 1), "evaluations": record.get("evaluations"),
-                     "networks": sum(record["search_n"]) + sum(record["heldout_n"]),
-                     "energy_wh_estimate": round(wall * workers * WATTS_PER_CORE / 3600, 2)})
+                     "networks": sum(record["search_n"]) + sum(record["heldout_n"]), "energy_kwh": kwh,
+                     "energy_method": phases[0]["method"] if phases else None})
     return rows
 
 
@@ -141,13 +146,25 @@ def markdown(result: dict[str, Any]) -> str:
             evolved = [cell["kendall"] for name, cell in table.items() if name.startswith("evolved")]
             lines += ["", f"Evolved, over {len(evolved)} seed(s): Kendall tau mean {statistics.fmean(evolved):.3f}, "
                       f"spread (max - min) {max(evolved) - min(evolved):.3f}.", ""]
-    lines += ["## Cost", "", "| run | wall s | of which cache s | core-s (upper bound) | evaluations | networks | energy Wh (est.) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["## Cost", "", "| run | wall s | of which cache s | core-s (upper bound) | evaluations | networks | "
+              "energy kWh (J) | how obtained |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {c['run']} | {c['wall_s']} | {c['cache_s']} | {c['core_s_upper_bound']} | {c['evaluations']} | "
-              f"{c['networks']} | {c['energy_wh_estimate']} |" for c in result["cost"]]
-    lines += ["", f"Energy estimate = wall seconds x workers x {WATTS_PER_CORE:g} W per busy core (an assumption, "
-              "not a measurement); caches shared between seeds are built once, by the first run.", ""]
+              f"{c['networks']} | {_energy_cell(c)} | {c.get('energy_method') or 'run without energy tracking'} |"
+              for c in result["cost"]]
+    lines += ["", "Energy is what each run measured with CodeCarbon (per phase in its hall_of_fame.json); caches "
+              "shared between seeds are built once, by the first run."]
+    if any(c.get("energy_kwh") is None for c in result["cost"]):
+        lines += ["Runs marked 'not measured' tracked no energy (made before zcp measured it, or with --no-energy): "
+                  "their energy is unknown, not estimated."]
+    lines += [""]
+    if result.get("report_energy"):
+        lines += ["Energy of this report (held-out caches, scoring):", "", *energy.markdown(result["report_energy"]), ""]
     return "\n".join(lines)
+
+
+def _energy_cell(cost: dict[str, Any]) -> str:
+    kwh = cost.get("energy_kwh")
+    return "not measured" if kwh is None else f"{kwh:.3g} ({kwh * energy.JOULES_PER_KWH:,.0f})"
 
 
 def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str], kendall: float, part: Part,
@@ -178,21 +195,26 @@ def _plots(runs: list[tuple[Path, Config, dict[str, Any]]], best: tuple[str, str
 
 
 def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, resamples: int = 1000,
-           zoo: list[str] = (), scores_dir: Path = Path("runs/scores")) -> dict[str, Any]:
+           zoo: list[str] = (), scores_dir: Path = Path("runs/scores"), track_energy: bool = True,
+           energy_region: str = "") -> dict[str, Any]:
     """Score every run's best expression and the baselines on both held-out protocols; write ``out``."""
     runs = _runs(run_dirs)
     run_dir, config, _ = runs[0]
     for ref in zoo:
         get_proxy(ref)
-    prepared = prepare(config, run_dir, splits=("heldout",))
-    stratified = _stratified(config, run_dir, prepared, stratified_n or config.sample.heldout_n, config.sample.bins)
+    meter = energy.energy_meter(out / energy.ENERGY_FILE, track_energy, energy_region)
+    with meter.phase("held-out caches"):
+        prepared = prepare(config, run_dir, splits=("heldout",))
+        stratified = _stratified(config, run_dir, prepared, stratified_n or config.sample.heldout_n, config.sample.bins)
     texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
     result = {"runs": [str(r) for r, _, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo},
-              "random": _score(texts, list(zoo), prepared.heldout, config, prepared.terminals, scores_dir, resamples),
-              "stratified": _score(texts, list(zoo), stratified, config, prepared.terminals, scores_dir, resamples),
-              "cost": _cost(runs)}
+              "random": _score(texts, list(zoo), prepared.heldout, config, prepared.terminals, scores_dir, resamples,
+                               meter),
+              "stratified": _score(texts, list(zoo), stratified, config, prepared.terminals, scores_dir, resamples,
+                                   meter),
+              "cost": _cost(runs), "report_energy": meter.rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(out / "results.md", markdown(result))
@@ -204,7 +226,7 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[energy_options()])
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (seeds of one campaign)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--stratified-n", type=int, default=None, help="default: the campaign's heldout_n")
@@ -214,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scores", type=Path, default=Path("runs/scores"), help="score cache of the zoo proxies")
     args = parser.parse_args(argv)
     try:
-        result = report(args.runs, args.out, args.stratified_n, args.resamples, args.zoo, args.scores)
+        result = report(args.runs, args.out, args.stratified_n, args.resamples, args.zoo, args.scores, args.energy,
+                        args.energy_region)
     except ZcpError as exc:
         print(f"heldout: error: {exc}", file=sys.stderr)
         return 2

@@ -185,6 +185,13 @@ CASES = {
     "checkpoint-edited": ("checkpoint edited or damaged", lambda t, c: _checkpoint(t, lambda s: s.replace('"x"', '"z"')),
                           "fails its checksum"),
     "checkpoint-truncated": ("checkpoint truncated", lambda t, c: _checkpoint(t, lambda s: s[:20]), "is not valid JSON"),
+    "energy-option": ("energy option of the wrong kind", lambda t, c: _config(t, "[campaign]\nenergy = 'rapl'\n"),
+                      "campaign.energy must be bool"),
+    "energy-region": ("unknown energy region", lambda t, c: _build(t, "--energy-region", "XYZ"),
+                      "unknown energy region 'XYZ'"),
+    "energy-dir": ("no writable folder for the energy figures",
+                   lambda t, c: [(t / "f").write_text(""), _build(t, "--out", str(t / "f" / "out"))][1],
+                   "energy tracking cannot write its figures"),
 }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from evaluation.paths import KEYS, DataPaths, resolve_paths
 
@@ -13,6 +14,24 @@ def paths_options() -> argparse.ArgumentParser:
     for key in KEYS:
         group.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="PATH", default=None)
     return parent
+
+
+def energy_options(region: bool = True) -> argparse.ArgumentParser:
+    """A parent parser with ``--no-energy`` (and ``--energy-region``): energy tracking (evaluation/energy.py)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("energy (measured with CodeCarbon's offline tracker)")
+    group.add_argument("--no-energy", dest="energy", action="store_false",
+                       help="do not measure energy (CodeCarbon is then not even imported)")
+    if region:
+        group.add_argument("--energy-region", default="", metavar="ISO3",
+                           help="3-letter country code for a CO2 figure (default: energy only)")
+    return parent
+
+
+def energy_settings(args: argparse.Namespace) -> list[str]:
+    """``--no-energy`` / ``--energy-region`` as campaign config settings (kept in the run's config.toml)."""
+    return ([] if args.energy else ["campaign.energy=false"]) + \
+        ([f"campaign.energy_region={json.dumps(args.energy_region)}"] if args.energy_region else [])
 
 
 def paths_from(args: argparse.Namespace) -> DataPaths:

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-from evaluation.cache import build_cache, load_cache
+from evaluation import energy
+from evaluation.cache import build_cache, load_cache, unbuilt
 from evaluation.datasets import DATASETS
 from evaluation.images import SOURCES as IMAGE_SOURCES
 from evaluation.parallel import BACKENDS
 from evaluation.samples import read_sample
 from evaluation.spaces import SPACES
-from experiments.commands import paths_from, paths_options, ray_options
+from experiments.commands import energy_options, paths_from, paths_options, ray_options
 from primitives.terminals import SIGNALS
 
 
@@ -20,7 +22,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     cache = groups.add_parser("cache", help="terminal caches: run each network once, score proxies from the cache")
     sub = cache.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=type(cache))
 
-    build = sub.add_parser("build", parents=[paths_options()], help="build or resume a cache")
+    build = sub.add_parser("build", parents=[paths_options(), energy_options()], help="build or resume a cache")
     build.add_argument("--space", choices=SPACES, required=True)
     build.add_argument("--dataset", choices=DATASETS, required=True)
     build.add_argument("--sample", required=True, help="sample file (zcp bench sample)")
@@ -44,15 +46,25 @@ def register(groups: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     sample = read_sample(args.sample, args.space)
     terminals = tuple(args.terminals.split(",")) if args.terminals else None
+    meter = energy.energy_meter(Path(args.out) / energy.ENERGY_FILE, args.energy, args.energy_region)
     start = time.perf_counter()
-    path = build_cache(sample, args.dataset, args.out, batch_size=args.batch_size, seed=args.seed, terminals=terminals,
-                       signal=args.signal, image_source=args.images, backend=args.backend, workers=args.workers,
-                       address=args.address, device=args.device, paths=paths_from(args),
-                       gpus_per_task=args.gpus_per_task, node_ip=args.node_ip_address)
+    with meter.phase("cache build") as row:
+        row["networks"] = unbuilt(Path(args.out), sample)
+        path = build_cache(sample, args.dataset, args.out, batch_size=args.batch_size, seed=args.seed,
+                           terminals=terminals, signal=args.signal, image_source=args.images, backend=args.backend,
+                           workers=args.workers, address=args.address, device=args.device, paths=paths_from(args),
+                           gpus_per_task=args.gpus_per_task, node_ip=args.node_ip_address)
     seconds = time.perf_counter() - start
     print(f"cache of {len(sample.indices)} {args.space} networks ({args.dataset}, batch {args.batch_size}, "
           f"seed {args.seed}) ready at {path} ({seconds:.1f} s this run)")
+    if meter.rows:
+        print(f"{energy.summary(meter.rows)}; {_per_network(meter.rows[0])} -> {meter.path}")
     return 0
+
+
+def _per_network(row: dict) -> str:
+    per = row.get("joules_per_network")
+    return f"{per:.3g} J per network built ({row['networks']} this run)" if per else "no network built this run"
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -4,20 +4,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from evaluation.energy import summary
 from experiments import campaign
-from experiments.commands import paths_from, paths_options
+from experiments.commands import energy_options, energy_settings, paths_from, paths_options
 
 
 def register(groups: argparse._SubParsersAction) -> None:
-    evolve = groups.add_parser("evolve", parents=[paths_options()], help="run an evolution campaign from a TOML config")
+    evolve = groups.add_parser("evolve", parents=[paths_options(), energy_options()],
+                               help="run an evolution campaign from a TOML config")
     evolve.add_argument("config")
     evolve.add_argument("--out", required=True, help="run directory")
     evolve.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set gp.seed=1 (repeatable)")
-    evolve.set_defaults(run=lambda a: _summary(campaign.start(a.config, a.out, paths_from(a), overrides=a.set)))
-    resume = groups.add_parser("resume", parents=[paths_options()], help="continue a campaign from its checkpoint")
+    evolve.set_defaults(run=lambda a: _summary(campaign.start(a.config, a.out, paths_from(a),
+                                                              overrides=[*a.set, *energy_settings(a)])))
+    resume = groups.add_parser("resume", parents=[paths_options(), energy_options(region=False)],
+                               help="continue a campaign from its checkpoint")
     resume.add_argument("run_dir")
-    resume.set_defaults(run=lambda a: _summary(campaign.resume(a.run_dir, paths_from(a))))
+    resume.set_defaults(run=lambda a: _summary(campaign.resume(a.run_dir, paths_from(a), energy=None if a.energy else False)))
+
 
 
 def _summary(record: dict[str, Any], top: int = 5) -> int:
@@ -34,6 +39,8 @@ def _summary(record: dict[str, Any], top: int = 5) -> int:
         print(f"{fit:>10} | {cells} | {name}")
     for line in _verdict(record, datasets):
         print(line)
+    if record.get("energy_this_run"):
+        print(summary(record["energy_this_run"]))
     return 0
 
 

@@ -8,18 +8,19 @@ from typing import Any
 
 import numpy as np
 
+from evaluation import energy
 from evaluation.atomic import atomic_write_text
 from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.images import SOURCES as IMAGE_SOURCES
-from evaluation.parallel import BACKENDS
+from evaluation.parallel import BACKENDS, start_ray
 from evaluation.proxies import proxy_names
 from evaluation.groundtruth import load_ground_truth
 from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, write_markdown
 from evaluation.samples import make_sample, read_sample
 from evaluation.scoring import Scores, score_sample
 from evaluation.spaces import SPACES, get_space
-from experiments.commands import paths_from, paths_options, ray_options
+from experiments.commands import energy_options, paths_from, paths_options, ray_options
 
 DEFAULT_SCORE_CACHE = "runs/scores"
 
@@ -57,12 +58,13 @@ def _common(with_sample: bool = True) -> argparse.ArgumentParser:
 
 
 def register(groups: argparse._SubParsersAction) -> None:
-    score = groups.add_parser("score", parents=[_common()], help="score a sample with one proxy")
+    score = groups.add_parser("score", parents=[_common(), energy_options()], help="score a sample with one proxy")
     score.add_argument("--proxy", required=True, help=f"zoo name ({', '.join(proxy_names())}) or exported .py file")
     score.add_argument("--out", required=True, help="CSV: index, arch, score, seconds")
     score.set_defaults(run=run_score)
 
-    compare = groups.add_parser("compare", parents=[_common()], help="compare proxies against the ground truth")
+    compare = groups.add_parser("compare", parents=[_common(), energy_options()],
+                                help="compare proxies against the ground truth")
     compare.add_argument("--proxies", required=True, help="comma-separated zoo names or .py files; 'all' = the zoo")
     compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     compare.add_argument("--out", required=True, help="folder for results.csv, results.md and plots")
@@ -82,9 +84,28 @@ def _score_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 node_ip=args.node_ip_address)
 
 
+def _meter(args: argparse.Namespace, path: Path) -> energy.EnergyMeter | energy.NoMeter:
+    """The run's energy meter; Ray is started in its own phase so that no proxy's figure includes it."""
+    meter = energy.energy_meter(path, args.energy, args.energy_region)
+    if args.backend == "ray":
+        with meter.phase("start Ray"):
+            start_ray(args.workers, args.address)
+    return meter
+
+
+def _scored(meter: energy.EnergyMeter | energy.NoMeter, ref: str, sample: Any, args: argparse.Namespace) -> Scores:
+    """``score_sample`` as an energy phase named after the proxy, counting the networks scored this run."""
+    with meter.phase(f"score {ref}") as row:
+        scores = score_sample(ref, sample, args.dataset, args.score_cache, **_score_kwargs(args))
+        row["networks"] = scores.scored
+    return scores
+
+
 def run_score(args: argparse.Namespace) -> int:
     sample = read_sample(args.sample, args.space)
-    scores = score_sample(args.proxy, sample, args.dataset, args.score_cache, **_score_kwargs(args))
+    out = Path(args.out)
+    meter = _meter(args, out.with_name(f"{out.stem}.{energy.ENERGY_FILE}"))
+    scores = _scored(meter, args.proxy, sample, args)
     space = get_space(args.space)
     names = list(scores.components)
     lines = [",".join(["index", "arch", "score", *names, "seconds"])]
@@ -94,6 +115,11 @@ def run_score(args: argparse.Namespace) -> int:
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print(f"{scores.proxy}: scored {len(scores.indices)} {args.space} networks "
           f"({np.isnan(scores.values).sum()} NaN, {np.mean(scores.seconds):.3f} s/network) -> {Path(args.out)}")
+    if meter.rows:
+        per = meter.rows[-1].get("joules_per_network")
+        print(f"{energy.summary(meter.rows)}; " + (f"{per:.3g} J per network scored this run" if per else
+                                                    "no network scored this run (all from the score cache)")
+              + f" -> {meter.path}")
     return 0
 
 
@@ -118,9 +144,10 @@ def run_compare(args: argparse.Namespace) -> int:
     if np.isnan(truth).any():
         raise ZcpError(f"the ground truth lacks {args.dataset} accuracy for {int(np.isnan(truth).sum())} networks of the sample")
     out = Path(args.out)
+    meter = _meter(args, out / energy.ENERGY_FILE)
     rows = []
     for ref in refs:
-        scores = score_sample(ref, sample, args.dataset, args.score_cache, **_score_kwargs(args))
+        scores = _scored(meter, ref, sample, args)
         for name, values in _rows_of(scores):
             row = evaluate(name, values, truth, float(np.mean(scores.seconds)), args.bootstrap, args.seed)
             rows.append(row)
@@ -128,7 +155,7 @@ def run_compare(args: argparse.Namespace) -> int:
     write_csv(rows, out / "results.csv")
     title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({sample.kind} sample, seed {sample.seed}), "
              f"batch {args.batch_size}, seed {args.seed}")
-    write_markdown(rows, out / "results.md", title)
+    write_markdown(rows, out / "results.md", title, meter.rows)
     plot_kendall(rows, out / "kendall.png")
     print((out / "results.md").read_text(), end="")
     return 0

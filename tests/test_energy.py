@@ -1,0 +1,253 @@
+"""Energy tracking (evaluation/energy.py): CodeCarbon's offline tracker per phase, its figures and
+where they go, tracking off without importing CodeCarbon, concurrent trackers, bad settings."""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from evaluation import energy
+from evaluation.errors import ZcpError
+from evaluation.samples import make_sample, write_sample
+from evaluation.spaces import get_space
+from experiments import campaign, heldout
+from experiments.cli import main
+from experiments.config import parse_config
+from tests.campaigns import tiny_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(1000))
+
+
+def _warm(tmp_path: Path) -> None:
+    """Leave CodeCarbon imported and its hardware detection cached in this process (as after a first run)."""
+    energy.energy_meter(tmp_path / "warm" / "energy.json")._setup.join()
+
+
+def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path, capsys):
+    _warm(tmp_path)
+    meter = energy.energy_meter(tmp_path / "run" / "energy.json")
+    meter._setup.join()  # measured from their start on (the set-up test covers phases that begin earlier)
+    cpu = time.process_time()
+    with meter.phase("busy") as row:
+        _busy(1.5)
+        row["networks"] = 3
+    cpu = time.process_time() - cpu
+    with meter.phase("idle"):
+        time.sleep(1.0)
+    cpu_late = time.process_time()
+    with meter.phase("busy") as row:  # the same phase again adds to its row
+        _busy(0.5)
+        row["networks"] = 2
+    cpu_late = time.process_time() - cpu_late
+    rows = json.loads((tmp_path / "run" / "energy.json").read_text())
+    assert rows == meter.rows and [r["phase"] for r in rows] == ["busy", "idle"]
+    busy, idle = rows
+    assert busy["networks"] == 5 and busy["seconds"] == pytest.approx(2.0, abs=0.5)
+    assert busy["kwh"] > 0 and busy["joules"] == pytest.approx(busy["kwh"] * 3.6e6)
+    assert busy["kwh"] == pytest.approx(busy["cpu_kwh"] + busy["gpu_kwh"] + busy["ram_kwh"])
+    assert busy["joules_per_network"] == pytest.approx(busy["joules"] / 5)
+    assert busy["cpu_kwh"] / busy["seconds"] > idle["cpu_kwh"] / idle["seconds"]  # load shows in the CPU figure
+    assert "co2_kg" not in busy  # no region, no CO2
+    assert busy["measured"] == any(source in busy["method"] for source in ("RAPL", "NVML"))
+    tdp = re.search(r"CPU: estimate \(([\d.]+) W TDP x load\)", busy["method"])
+    if tdp:  # the estimate is the TDP's share of this process's CPU time, phase by phase
+        share = float(tdp.group(1)) / (os.cpu_count() or 1)
+        assert busy["cpu_kwh"] * 3.6e6 == pytest.approx(share * (cpu + cpu_late), rel=0.25)
+    assert "CPU: " in busy["method"] and "RAM: " in busy["method"]
+    assert capsys.readouterr() == ("", "")  # phases print nothing: a run says it all in one summary line
+    table = energy.markdown(rows)
+    assert table[0].startswith("| phase | wall s | energy kWh | energy J |") and busy["method"] in table[2]
+    line = energy.summary(rows)
+    assert line.startswith("energy: busy ") and "\n" not in line
+    assert ("estimated" in line) != busy["measured"] and line.count("estimate") <= 3
+
+
+def test_a_region_adds_co2_at_its_offline_intensity(tmp_path):
+    meter = energy.energy_meter(tmp_path / "e.json", region="fra")
+    with meter.phase("a"):
+        _busy(0.3)
+    row = meter.rows[0]
+    intensity = energy._energy_mix()["FRA"]["carbon_intensity"]  # g per kWh
+    assert row["region"] == "FRA" and row["co2_kg"] == pytest.approx(row["kwh"] * intensity / 1000, rel=1e-6)
+    assert "g CO2 (region)" in energy.markdown(meter.rows)[0]
+
+
+def test_tracker_writes_nothing_but_the_run_file_and_takes_no_lock(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lock = Path(tempfile.gettempdir()) / ".codecarbon.lock"
+    meter = energy.energy_meter(tmp_path / "run" / "energy.json")
+    with meter.phase("a"):
+        assert not lock.exists()
+        _busy(0.2)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["run", "run/energy.json"]
+
+
+def test_concurrent_trackers_do_not_collide(tmp_path):
+    """Two processes tracking at once (tests, Ray workers, two runs) both measure: no lock refuses one."""
+    code = ("import sys, time; from evaluation.energy import energy_meter\n"
+            "m = energy_meter(sys.argv[1])\n"
+            "with m.phase('p'):\n    time.sleep(2)\n"
+            "print(m.rows[0]['kwh'] > 0)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"{i}.json")], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [out.strip() for out, _ in results] == ["True", "True"], results
+    assert all(err == "" for _, err in results), results
+    one, two = energy.energy_meter(tmp_path / "a.json"), energy.energy_meter(tmp_path / "b.json")
+    with one.phase("outer"), two.phase("inner"):  # two meters of one process overlap
+        _busy(0.2)
+    assert one.rows[0]["kwh"] > 0 and two.rows[0]["kwh"] > 0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("energy")
+    config = tiny_config(tmp, tmp / "caches", generations=2, population=16)
+    on = campaign.start(config, tmp / "on", progress=False)
+    return tmp, config, on
+
+
+def test_campaign_measures_each_phase(runs, capsys):
+    tmp, _, record = runs
+    phases = record["energy_this_run"]
+    assert [r["phase"] for r in phases] == ["cache build", "evolution", "report"]
+    assert all(r["kwh"] > 0 and r["seconds"] > 0 for r in phases)
+    assert json.loads((tmp / "on" / "energy.json").read_text()) == phases
+    assert record["seconds_this_run"] >= sum(r["seconds"] for r in phases[:2]) - 0.5
+
+
+def test_tracking_off_never_imports_codecarbon(runs, monkeypatch):
+    """With tracking off a campaign runs with CodeCarbon unimportable; with it on, the import is needed."""
+    tmp, config, _ = runs
+    monkeypatch.setitem(sys.modules, "codecarbon", None)  # `import codecarbon` now raises ImportError
+    record = campaign.start(config, tmp / "off", progress=False, overrides=["campaign.energy=false"])
+    assert "energy_this_run" not in record and not (tmp / "off" / "energy.json").exists()
+    with pytest.raises(ZcpError, match="energy tracking needs codecarbon"):
+        campaign.start(config, tmp / "on-again", progress=False)
+
+
+def test_heldout_report_takes_measured_energy_and_measures_its_own(runs):
+    """The cost table shows each run's measured energy (or says it was not measured); the report's own
+    phases are measured too. Runs that differ only in energy settings are seeds of one campaign."""
+    tmp, _, _ = runs
+    result = heldout.report([tmp / "on", tmp / "off"], tmp / "report", stratified_n=6, resamples=20,
+                            zoo=["params"], scores_dir=tmp / "scores")
+    on, off = result["cost"]
+    assert on["energy_kwh"] > 0 and "CPU: " in on["energy_method"] and off["energy_kwh"] is None
+    assert [r["phase"] for r in result["report_energy"]] == ["held-out caches", "evolved and baselines (cache)",
+                                                             "zoo params (live networks)"]
+    text = (tmp / "report" / "results.md").read_text()
+    assert "| not measured | run without energy tracking |" in text and "Energy of this report" in text
+    assert "10 W per" not in text
+
+
+def test_energy_settings_do_not_change_the_config_digest():
+    base = parse_config("")
+    assert base.campaign.energy is True and base.campaign.energy_region == ""
+    assert parse_config("[campaign]\nenergy = false\nenergy_region = 'DEU'\n").digest() == base.digest()
+    assert parse_config("[campaign]\nseed = 1\n").digest() != base.digest()
+
+
+def test_cli_no_energy_and_resume_without_tracking(runs, capsys):
+    tmp, config, _ = runs
+    assert main(["evolve", str(config), "--out", str(tmp / "cli-off"), "--no-energy"]) == 0
+    out = capsys.readouterr().out
+    assert "energy:" not in out and "energy = false" in (tmp / "cli-off" / "config.toml").read_text()
+    assert main(["evolve", str(config), "--out", str(tmp / "cli-on"), "--energy-region", "USA"]) == 0
+    out = capsys.readouterr().out
+    assert "energy: cache build " in out and "kWh" in out
+    assert json.loads((tmp / "cli-on" / "energy.json").read_text())[0]["region"] == "USA"
+    assert main(["resume", str(tmp / "cli-on"), "--no-energy"]) == 0  # the energy settings are not in the digest
+    assert "energy:" not in capsys.readouterr().out
+    assert "energy_this_run" not in json.loads((tmp / "cli-on" / "hall_of_fame.json").read_text())
+
+
+def test_cache_build_and_compare_give_joules_per_network(tmp_path, capsys, data_dir):
+    sample = write_sample(make_sample(get_space("tss"), "random", 3, 0, split="all"), tmp_path / "s.json")
+    common = ["--space", "tss", "--dataset", "cifar10", "--sample", str(sample), "--batch-size", "4",
+              "--backend", "serial"]
+    assert main(["cache", "build", *common, "--terminals", "params,snip", "--out", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "J per network built (3 this run)" in out
+    assert json.loads((tmp_path / "cache" / "energy.json").read_text())[0]["networks"] == 3
+    argv = ["compare", "--proxies", "params,synflow", *common, "--score-cache", str(tmp_path / "scores"),
+            "--bootstrap", "20", "--out", str(tmp_path / "cmp")]
+    assert main(argv) == 0
+    rows = {r["phase"]: r for r in json.loads((tmp_path / "cmp" / "energy.json").read_text())}
+    assert set(rows) == {"score params", "score synflow"}
+    assert all(r["networks"] == 3 and r["joules_per_network"] > 0 for r in rows.values())
+    report = (tmp_path / "cmp" / "results.md").read_text()
+    assert "## Energy" in report and "| score synflow |" in report
+    assert main(argv) == 0  # everything from the score cache: no network scored, none counted
+    assert all(r["networks"] == 0 and r["joules_per_network"] is None
+               for r in json.loads((tmp_path / "cmp" / "energy.json").read_text()))
+    capsys.readouterr()
+    assert main(["score", "--proxy", "params", *common, "--score-cache", str(tmp_path / "scores"),
+                 "--out", str(tmp_path / "params.csv")]) == 0
+    assert "no network scored this run (all from the score cache)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "params.energy.json").read_text())[0]["phase"] == "score params"
+
+
+def test_bad_energy_settings_are_one_line():
+    with pytest.raises(ZcpError, match="unknown energy region 'XYZ'") as info:
+        parse_config("[campaign]\nenergy_region = 'XYZ'\n")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ZcpError, match="campaign.energy must be bool"):
+        parse_config("[campaign]\nenergy = 'rapl'\n")
+    with pytest.raises(ZcpError, match="unknown key campaign.energy_mode"):
+        parse_config("[campaign]\nenergy_mode = 'rapl'\n")
+
+
+def test_unwritable_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ZcpError, match="energy tracking cannot write its figures in .*NotADirectoryError"):
+        energy.energy_meter(tmp_path / "file" / "run" / "energy.json")
+    assert isinstance(energy.energy_meter(tmp_path / "file" / "x.json", enabled=False), energy.NoMeter)
+
+
+def test_set_up_runs_beside_the_first_phase_and_its_seconds_are_counted(tmp_path, monkeypatch):
+    """CodeCarbon's set-up (import, hardware detection) overlaps the first phase; the seconds before the
+    tracker was ready count at the power the phase measured afterwards, even for a phase shorter than it."""
+    _warm(tmp_path)
+    new_tracker = energy.EnergyMeter._new_tracker
+
+    def slow(self):
+        time.sleep(1.0)
+        return new_tracker(self)
+
+    monkeypatch.setattr(energy.EnergyMeter, "_new_tracker", slow)
+    meter = energy.energy_meter(tmp_path / "e.json")
+    start = time.perf_counter()
+    with meter.phase("long"):
+        time.sleep(2.5)
+    assert time.perf_counter() - start < 3.0  # the phase did not wait for the set-up
+    with meter.phase("next"):
+        time.sleep(0.2)
+    long, nxt = meter.rows
+    assert long["seconds"] == pytest.approx(2.5, abs=0.3) and long["unmeasured_s"] == pytest.approx(1.0, abs=0.5)
+    assert long["kwh"] > 0 and "CodeCarbon setting up" in long["method"]
+    assert nxt["unmeasured_s"] == 0 and "setting up" not in nxt["method"]
+    short = energy.energy_meter(tmp_path / "s.json")
+    start = time.perf_counter()
+    with short.phase("short"):  # over before the tracker is ready: recorded at the power measured next
+        pass
+    with short.phase("short too"):
+        pass
+    assert time.perf_counter() - start < 0.5  # neither waited for the set-up
+    first, second = short.rows  # reading them waits for the set-up and measures a moment
+    assert first["phase"] == "short" and first["kwh"] > 0
+    assert first["unmeasured_s"] == pytest.approx(first["seconds"]) and second["unmeasured_s"] == second["seconds"]
+    with short.phase("measured"):
+        time.sleep(1.1)
+    assert short.rows[2]["unmeasured_s"] == 0 and json.loads((tmp_path / "s.json").read_text()) == short.rows
