@@ -4,7 +4,8 @@
         --out results/transfer.md
 
 Each run contributes its best expression (row, labelled by the datasets it was evolved on) and the
-held-out caches of its datasets (columns). Every expression is scored on every column's cache; the
+held-out caches of its datasets (columns, one per space and dataset: runs of TSS and SSS campaigns
+give columns of both spaces, labelled with the space). Every expression is scored on every column's cache; the
 held-out samples of all runs come from the held-out split, so no cell sees a search network.
 """
 from __future__ import annotations
@@ -21,30 +22,33 @@ from experiments.config import load_config
 
 
 def transfer(run_dirs: list[Path]) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
-    """(row label -> expression, row label -> dataset -> held-out Kendall tau)."""
+    """(row label -> expression, row label -> column -> held-out Kendall tau); a column is a dataset,
+    or ``space dataset`` when the runs come from several spaces."""
     rows: dict[str, str] = {}
     columns = {}
-    for run_dir in run_dirs:
-        config = load_config(run_dir / CONFIG)
+    configs = [load_config(run_dir / CONFIG) for run_dir in run_dirs]
+    spaces = {config.campaign.space for config in configs}
+    for run_dir, config in zip(run_dirs, configs):
         try:
             best = read_hall_of_fame(run_dir)["entries"][0]["expression"]
         except (KeyError, IndexError, TypeError) as exc:
             raise ZcpError(f"{run_dir}'s hall of fame has no entries ({type(exc).__name__}: {exc})") from None
         prepared = prepare(config, run_dir, splits=("heldout",))
-        rows[f"{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"] = best
+        space = f"{config.campaign.space} " if len(spaces) > 1 else ""
+        rows[f"{space}{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"] = best
         for cache in prepared.heldout:
             dataset = cache.manifest["dataset"]
-            columns.setdefault(dataset, (make_target(cache, prepared.truth[dataset]), prepared.terminals))
+            columns.setdefault(space + dataset, (make_target(cache, prepared.truth[dataset]), prepared.terminals))
     matrix = {}
     for label, text in rows.items():
         matrix[label] = {}
-        for dataset, (target, terminals) in columns.items():
+        for column, (target, terminals) in columns.items():
             try:
                 scores = Fitness([target], terminals).scores(text)[0]
             except ZcpError:  # the expression needs a terminal that column's cache lacks
-                matrix[label][dataset] = float("nan")
+                matrix[label][column] = float("nan")
                 continue
-            matrix[label][dataset] = rank_correlation(scores, target.accuracy)
+            matrix[label][column] = rank_correlation(scores, target.accuracy)
     return rows, matrix
 
 
