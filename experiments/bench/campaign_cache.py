@@ -9,12 +9,18 @@ time). A killed build keeps its shards, whose times still give the per-network s
 gives the seconds of its network. Prints per-network wall and CPU seconds (median, max), the peak
 RSS, the cache's size on disk and its load time. A resumed build measures only the networks it
 built; the first network of each run is left out (it pays for imports and the image batch).
+
+``--finished-only`` measures a build that was stopped before the end, without building: the
+per-network wall seconds from its shards' times, and the size and load time of those networks packed
+into a copy (``--run``/partial-cache), plus the Kendall tau of the campaign's baselines on them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import resource
+import shutil
 import statistics
 import threading
 import time
@@ -22,18 +28,58 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.cache import PACKED, SHARDS, load_cache
+from evaluation.cache import MANIFEST, PACKED, SHARDS, load_cache, pack, sample_sha
+from evaluation.errors import ZcpError
+from evaluation.fitness import Fitness, make_target, rank_correlation
+from evaluation.groundtruth import load_ground_truth
+from evaluation.samples import Sample, make_sample
+from evaluation.spaces import get_space
 from experiments.bench.build_forward import rss_mib
-from experiments.campaign import cache_for, campaign_terminals
+from experiments.campaign import BASELINES, cache_for, campaign_terminals
 from experiments.campaigns import CONFIGS
 from experiments.config import load_config
-from evaluation.groundtruth import load_ground_truth
-from evaluation.samples import make_sample
-from evaluation.spaces import get_space
 
 
 def _dir_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def _stopped_build(root: Path, dataset: str, sample: Sample) -> Path:
+    """The folder under ``root`` holding the shards of ``sample``'s cache (found by its manifest)."""
+    for folder in sorted(root.glob(f"{dataset}-{sample.split}-*")):
+        if (folder / SHARDS).is_dir() and json.loads((folder / MANIFEST).read_text())["sample_sha"] == sample_sha(sample):
+            return folder
+    raise ZcpError(f"no stopped build of this sample under {root}")
+
+
+def finished_only(sample: Sample, cache_dir: Path, copy_dir: Path, accuracy: np.ndarray) -> None:
+    """Per-network seconds, size and load time of the networks a stopped build finished; baselines' tau."""
+    shards = {int(p.stem): p for p in (cache_dir / SHARDS).glob("*.npz")}
+    if len(shards) < 2:
+        raise ZcpError(f"{cache_dir} holds {len(shards)} finished network(s): nothing to measure")
+    ends = np.sort([p.stat().st_mtime for p in shards.values()])
+    gaps = np.diff(ends)
+    gaps = gaps[gaps < 10 * np.median(gaps)]  # a pause between two runs of the build is not a network
+    print(f"  {len(shards)} of {len(sample.indices)} networks finished; seconds per network, wall: "
+          f"median {statistics.median(gaps):.2f}, max {gaps.max():.2f} (over {len(gaps)} gaps)")
+    done = dataclasses.replace(sample, indices=tuple(i for i in sample.indices if i in shards),
+                               archs=tuple(a for i, a in zip(sample.indices, sample.archs) if i in shards))
+    (copy_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((cache_dir / MANIFEST).read_text())
+    manifest["sample_n"] = len(done.indices)
+    (copy_dir / MANIFEST).write_text(json.dumps(manifest))
+    for i in done.indices:
+        shutil.copyfile(shards[i], copy_dir / SHARDS / f"{i}.npz")
+    pack(copy_dir, done)
+    start = time.perf_counter()
+    cache = load_cache(copy_dir)
+    print(f"  packed copy {copy_dir}: {_dir_mib(copy_dir / PACKED):.0f} MiB on disk for {len(done.indices)} networks, "
+          f"loaded in {time.perf_counter() - start:.2f} s")
+    target = make_target(cache, accuracy)
+    fitness = Fitness([target], tuple(manifest["terminals"]))
+    for name, text in BASELINES.items():
+        tau = rank_correlation(fitness.scores(text)[0], target.accuracy, "kendall")
+        print(f"  {name} ({text}): Kendall tau {tau:.3f} on these {len(done.indices)} networks")
 
 
 def main() -> None:
@@ -42,6 +88,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--run", type=Path, default=None, help="run directory for the sample files (default runs/bench-NAME)")
     parser.add_argument("--report-every", type=int, default=100, help="print a progress line every N shards")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="do not build: measure the shards of a stopped build (see above)")
     parser.add_argument("--every", type=float, default=0.5, help="seconds between samples of the clocks and RSS")
     args = parser.parse_args()
 
@@ -49,11 +97,17 @@ def main() -> None:
     config = dataclasses.replace(config, parallel=dataclasses.replace(config.parallel, backend="serial", workers=1))
     c, s = config.campaign, config.sample
     dataset = c.datasets[0]
+    accuracy = load_ground_truth(c.space).accuracy[dataset]
     sample = make_sample(get_space(c.space), s.search_kind, s.search_n, c.seed, "search", dataset,
-                         load_ground_truth(c.space).accuracy[dataset], s.split_seed, s.heldout_fraction, s.bins)
+                         accuracy, s.split_seed, s.heldout_fraction, s.bins)
     for note in sample.notes:
         print(f"sample note: {note}")
     run_dir = args.run or Path("runs") / f"bench-{args.name}"
+    if args.finished_only:
+        folder = _stopped_build(Path(config.cache.dir or run_dir / "caches"), dataset, sample)
+        print(f"{args.name}: stopped build {folder}")
+        finished_only(sample, folder, run_dir / "partial-cache", accuracy)
+        return
 
     clock: list[tuple[float, float, float]] = []  # (wall, cpu, rss MiB)
     finished: dict[str, float] = {}  # shard name -> mtime
