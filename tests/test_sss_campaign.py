@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from evaluation import report
 from evaluation.groundtruth import load_ground_truth
 from evaluation.samples import make_sample, read_sample, split_indices
 from evaluation.spaces import get_space
@@ -99,3 +100,18 @@ def test_stratified_sss_samples_take_all_of_short_bins(sss_truth, dataset, split
     counts = np.bincount(np.clip(np.searchsorted(edges, acc, side="right") - 1, 0, 9), minlength=10)
     assert counts.tolist() == [short.get(b, want) for b in range(10)]
 
+
+
+def test_published_values_belong_to_the_reports_space_and_dataset(tmp_path):
+    """`zcp compare` on SSS (or TSS CIFAR-100) must not print TSS CIFAR-10's published values."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=20)
+    rows = [report.evaluate("params", truth + rng.normal(size=20), truth, 0.0, reps=10)]
+    expected = {("sss", "cifar10"): "kendall 0.530 (ZiCo T3)", ("tss", "cifar10"): "kendall 0.570 (ZiCo T3)",
+                ("tss", "cifar100"): "kendall 0.550 (ZiCo T1)", ("sss", "ImageNet16-120"): "kendall 0.650 (ZiCo T3)"}
+    for where, text in expected.items():
+        md = report.write_markdown(rows, tmp_path / "r.md", "t", where).read_text()
+        csv_text = report.write_csv(rows, tmp_path / "r.csv", where).read_text()
+        assert text in md and text in csv_text
+        assert all(other not in md for other in expected.values() if other != text)
+    assert "ZiCo" not in report.write_markdown(rows, tmp_path / "r.md", "t").read_text()
