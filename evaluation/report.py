@@ -19,17 +19,33 @@ from evaluation.energy import markdown as energy_markdown
 
 METRICS = ("kendall", "spearman", "pearson", "top10")
 # Published NATS-TSS CIFAR-10 values (docs/proxies.md): (metric, value, source).
-PUBLISHED = {
-    "params": ("kendall", 0.57, "ZiCo T3"), "flops": ("kendall", 0.54, "ZiCo T1"),
-    "synflow": ("kendall", 0.54, "ZiCo T3"), "naswot": ("kendall", 0.58, "ZiCo T3"),
-    "zico": ("kendall", 0.61, "ZiCo T3"), "snip": ("kendall", 0.46, "ZiCo T3"),
-    "grad_norm": ("kendall", 0.46, "ZiCo T3"), "grasp": ("kendall", 0.37, "ZiCo T1"),
-    "fisher": ("kendall", 0.40, "ZiCo T1"), "zen": ("kendall", 0.29, "ZiCo T1"),
-    "jacov": ("spearman", 0.731, "Abdelfattah T1, |rho|"), "meco": ("spearman", 0.894, "MeCo T1"),
-    "dextr": ("spearman", 0.90, "Dextr T1"), "wrcor": ("spearman", 0.812, "WRCor T2"),
-    "az_nas": ("kendall", 0.741, "AZ-NAS T1"), "az_nas.expressivity": ("kendall", 0.569, "AZ-NAS T1"),
-    "az_nas.progressivity": ("kendall", 0.521, "AZ-NAS T1"), "az_nas.trainability": ("kendall", 0.349, "AZ-NAS T1"),
-    "az_nas.complexity": ("kendall", 0.578, "AZ-NAS T1"),
+def _zico(table: str, **taus: float) -> dict[str, tuple[str, float, str]]:
+    return {proxy: ("kendall", tau, f"ZiCo {table}") for proxy, tau in taus.items()}
+
+
+# (space, dataset) -> proxy -> (metric, value, source); a report shows only its own space's and dataset's.
+PUBLISHED: dict[tuple[str, str], dict[str, tuple[str, float, str]]] = {
+    ("tss", "cifar10"): {
+        **_zico("T3", params=0.57, synflow=0.54, naswot=0.58, zico=0.61, snip=0.46, grad_norm=0.46),
+        **_zico("T1", flops=0.54, grasp=0.37, fisher=0.40, zen=0.29),
+        "jacov": ("spearman", 0.731, "Abdelfattah T1, |rho|"), "meco": ("spearman", 0.894, "MeCo T1"),
+        "dextr": ("spearman", 0.90, "Dextr T1"), "wrcor": ("spearman", 0.812, "WRCor T2"),
+        "az_nas": ("kendall", 0.741, "AZ-NAS T1"), "az_nas.expressivity": ("kendall", 0.569, "AZ-NAS T1"),
+        "az_nas.progressivity": ("kendall", 0.521, "AZ-NAS T1"), "az_nas.trainability": ("kendall", 0.349, "AZ-NAS T1"),
+        "az_nas.complexity": ("kendall", 0.578, "AZ-NAS T1")},
+    ("tss", "cifar100"): _zico("T1", params=0.55, flops=0.51, synflow=0.57, naswot=0.62, zico=0.61, snip=0.46,
+                               grad_norm=0.47, grasp=0.36, fisher=0.41, zen=0.28),
+    ("tss", "ImageNet16-120"): _zico("T1", params=0.52, flops=0.49, synflow=0.56, naswot=0.60, zico=0.60, snip=0.43,
+                                     grad_norm=0.43, grasp=0.40, fisher=0.37, zen=0.29),
+    ("sss", "cifar10"): {**_zico("T3", params=0.53, flops=0.19, synflow=0.61, naswot=0.45, zico=0.54, snip=0.42,
+                                 grad_norm=0.35, grasp=-0.09, fisher=0.30, zen=0.50),
+                         "meco": ("spearman", -0.79, "MeCo T1, approx.")},
+    ("sss", "cifar100"): {**_zico("T3", params=0.54, flops=0.21, synflow=0.60, naswot=0.43, zico=0.55, snip=0.46,
+                                  grad_norm=0.34, grasp=0.01, fisher=0.41, zen=0.52),
+                          "meco": ("spearman", -0.87, "MeCo T1, approx.")},
+    ("sss", "ImageNet16-120"): {**_zico("T3", params=0.65, flops=0.38, synflow=0.39, naswot=0.42, zico=0.70,
+                                        snip=0.57, grad_norm=0.49, grasp=0.29, fisher=0.33, zen=0.69),
+                                "meco": ("spearman", -0.86, "MeCo T1, approx.")},
 }
 
 
@@ -91,26 +107,30 @@ def evaluate(proxy: str, scores: np.ndarray, truth: np.ndarray, seconds: float, 
                bootstrap(scores, truth, reps, seed), seconds)
 
 
-def _published(proxy: str) -> str:
-    if proxy not in PUBLISHED:
+def _published(proxy: str, where: tuple[str, str] | None) -> str:
+    """The published value for ``proxy`` on ``where`` = (space, dataset), or '' (none, or no ``where``)."""
+    entry = PUBLISHED.get(where or ("", ""), {}).get(proxy)
+    if entry is None:
         return ""
-    metric, value, source = PUBLISHED[proxy]
+    metric, value, source = entry
     return f"{metric} {value:.3f} ({source})"
 
 
-def write_csv(rows: list[Row], path: str | os.PathLike) -> Path:
+def write_csv(rows: list[Row], path: str | os.PathLike, where: tuple[str, str] | None = None) -> Path:
     head = ["proxy", "n", "non_finite"] + [f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")]
     lines = [",".join(head + ["seconds_per_network", "published"])]
     for r in rows:
         cells = [r.proxy, str(r.n), str(r.non_finite)]
         for m in METRICS:
             cells += [f"{r.values[m]:.4f}", f"{r.intervals[m][0]:.4f}", f"{r.intervals[m][1]:.4f}"]
-        lines.append(",".join(cells + [f"{r.seconds:.4f}", _published(r.proxy)]))
+        lines.append(",".join(cells + [f"{r.seconds:.4f}", _published(r.proxy, where)]))
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, energy_rows: list[dict] = ()) -> Path:
-    """The comparison table, then (with ``energy_rows``) the energy of scoring each proxy."""
+def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: tuple[str, str] | None = None,
+                   energy_rows: list[dict] = ()) -> Path:
+    """The comparison table (published values for the space and dataset ``where``), then (with
+    ``energy_rows``) the energy of scoring each proxy."""
     def cell(r: Row, m: str) -> str:
         lo, hi = r.intervals[m]
         return f"{r.values[m]:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -121,7 +141,7 @@ def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, energy_
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.proxy} | {r.n} | {r.non_finite} | " + " | ".join(cell(r, m) for m in METRICS)
-                     + f" | {r.seconds:.3f} | {_published(r.proxy)} |")
+                     + f" | {r.seconds:.3f} | {_published(r.proxy, where)} |")
     if energy_rows:
         lines += ["", "## Energy (this run; scores taken from the score cache cost nothing and count no network)", "",
                   *energy_markdown(list(energy_rows))]

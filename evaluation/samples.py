@@ -145,6 +145,17 @@ def write_sample(sample: Sample, path: str | os.PathLike) -> Path:
 _FIELDS = ("space", "dataset", "split", "split_seed", "heldout_fraction", "kind", "n", "seed", "bins")
 
 
+def _mismatch(space: SearchSpace, index: int, arch: object) -> str:
+    """Why ``[index, arch]`` is not an architecture of ``space``: the string's problem, else the index's."""
+    try:
+        found = space.index_of(arch)  # type: ignore[arg-type]
+    except ZcpError as exc:
+        return str(exc)
+    if not 0 <= index < space.size:
+        return f"index {index} is outside 0..{space.size - 1}"
+    return f"{arch!r} is index {found}, index {index} is {space.arch_str(index)!r}"
+
+
 def read_sample(path: str | os.PathLike, space: str | None = None) -> Sample:
     """Read and validate a sample file; ``space`` (if given) must match the file's."""
     path = Path(path)
@@ -164,7 +175,8 @@ def read_sample(path: str | os.PathLike, space: str | None = None) -> Sample:
             raise ZcpError(f"sample file {path}: entry {pair!r} is not an [index, arch] pair")
         index, arch = pair
         if not 0 <= index < file_space.size or file_space.arch_str(index) != arch:
-            raise ZcpError(f"sample file {path} names architecture [{index}, {arch!r}], which is not in the {file_space.name} space")
+            raise ZcpError(f"sample file {path} names architecture [{index}, {arch!r}], which is not in the "
+                           f"{file_space.name} space ({_mismatch(file_space, index, arch)})")
         indices.append(index)
         archs.append(arch)
     if len(set(indices)) != len(indices):

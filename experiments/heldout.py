@@ -5,8 +5,10 @@
 
 The runs are seeds of one campaign (configs equal but for ``[gp] seed``). Each run's best expression
 (highest search fitness) is scored on two held-out samples per dataset (per space and dataset for a
-cross-space campaign, named ``SPACE/DATASET``), both drawn from the held-out split only: ``random`` (the campaign's own held-out sample) and ``stratified`` (equal counts from
-``bins`` equal-width accuracy bins; short bins give all they have). Next to them, on the same networks:
+cross-space campaign, named ``SPACE/DATASET``), both drawn from the held-out split only: ``random`` (the
+campaign's own held-out sample) and ``stratified`` (equal counts from ``bins`` equal-width accuracy bins;
+short bins give all they have, and the report lists them: on NATS-SSS CIFAR-10 the lowest bins of the
+held-out half hold only 4, 5 and 26 networks). Next to them, on the same networks:
 the baselines that the language expresses exactly (``experiments.campaign.BASELINES``, from the cache)
 and, with ``--zoo``, hand-designed proxies of the zoo run on the live networks with the cache's batch,
 seed and images (scores kept in ``--scores``, the score cache of ``zcp score``, so re-runs and other
@@ -146,6 +148,10 @@ def markdown(result: dict[str, Any]) -> str:
             evolved = [cell["kendall"] for name, cell in table.items() if name.startswith("evolved")]
             lines += ["", f"Evolved, over {len(evolved)} seed(s): Kendall tau mean {statistics.fmean(evolved):.3f}, "
                       f"spread (max - min) {max(evolved) - min(evolved):.3f}.", ""]
+            notes = result.get("stratified_notes", {}).get(dataset) if protocol == "stratified" else None
+            if notes:
+                lines += ["Short accuracy bins (each gave all it has, so the sample is smaller than asked): "
+                          + "; ".join(notes) + ".", ""]
     lines += ["## Cost", "", "| run | wall s | of which cache s | core-s (upper bound) | evaluations | networks | "
               "energy kWh (J) | how obtained |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {c['run']} | {c['wall_s']} | {c['cache_s']} | {c['core_s_upper_bound']} | {c['evaluations']} | "
@@ -214,6 +220,7 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
                                meter),
               "stratified": _score(texts, list(zoo), stratified, config, prepared.terminals, scores_dir, resamples,
                                    meter),
+              "stratified_notes": {part.name: list(part.sample.notes) for part in stratified},
               "cost": _cost(runs), "report_energy": meter.rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")

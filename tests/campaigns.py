@@ -7,6 +7,7 @@ from evaluation.spaces import get_space
 
 TINY = """
 [campaign]
+space = "{space}"
 datasets = ["cifar10"]
 [sample]
 search_n = 12
@@ -26,11 +27,11 @@ TERMS = '["params", "flops", "code_kernel", "chan_corr_eig", "act_std", "snip"]'
 
 
 def tiny_config(folder: Path, cache_dir: Path, generations: int = 4, backend: str = "serial",
-                population: int = 24) -> Path:
+                population: int = 24, space: str = "tss") -> Path:
     """Write the tiny config as ``folder/c.toml`` (caches in ``cache_dir``) and return its path."""
     path = folder / "c.toml"
     path.write_text(TINY.format(terminals=TERMS, cache_dir=cache_dir, generations=generations, backend=backend,
-                                population=population))
+                                population=population, space=space))
     return path
 
 

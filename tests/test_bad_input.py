@@ -20,6 +20,7 @@ from tests.campaigns import write_table_without
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = make_sample(get_space("tss"), "random", 2, 5)
+SSS_SAMPLE = make_sample(get_space("sss"), "random", 2, 5)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,23 @@ def _table(tmp: Path, text: str) -> list[str]:
     (tmp / "t.csv").write_text(text)
     return ["bench", "check", "--space", "tss", "--dataset", "cifar10", "--limit", "1", "--source", "table",
             "--tss-table", str(tmp / "t.csv")]
+
+
+def _sss_sample(tmp: Path, arch: str | None = None) -> Path:
+    """An SSS sample file; ``arch`` replaces its first channel string."""
+    path = write_sample(SSS_SAMPLE, tmp / "sss.json")
+    if arch is not None:
+        record = json.loads(path.read_text())
+        record["architectures"][0][1] = arch
+        path.write_text(json.dumps(record))
+    return path
+
+
+def _into_sss_cache(tmp: Path) -> list[str]:
+    """Build a one-network SSS cache in DIR/out, then the TSS sample into the same folder."""
+    build_cache(SSS_SAMPLE, "cifar10", tmp / "out", batch_size=4, seed=0, terminals=("params",), backend="serial",
+                image_source="gaussian", progress=False)
+    return _build(tmp)
 
 
 def _sample_json(tmp: Path, edit) -> Path:
@@ -192,6 +210,20 @@ CASES = {
     "energy-dir": ("no writable folder for the energy figures",
                    lambda t, c: [(t / "f").write_text(""), _build(t, "--out", str(t / "f" / "out"))][1],
                    "energy tracking cannot write its figures"),
+    "sss-arch-range": ("SSS sample with a channel count out of range",
+                       lambda t, c: _build(t, sample=_sss_sample(t, "8:16:24:32:72"), space="sss"),
+                       "channel count 72 is not one of 8, 16, 24, 32, 40, 48, 56, 64"),
+    "sss-arch-malformed": ("SSS sample with a malformed channel string",
+                           lambda t, c: _build(t, sample=_sss_sample(t, "8:16:24:32"), space="sss"),
+                           "expected 5 channel counts separated by ':', got 4"),
+    "sss-sample-tss": ("SSS sample given to a TSS command", lambda t, c: _build(t, sample=_sss_sample(t)),
+                       "from space 'sss', not 'tss'"),
+    "sss-into-tss-cache": ("SSS sample built into a TSS cache",
+                           lambda t, c: [__import__("shutil").copytree(c, t / "out"),
+                                         *_build(t, sample=_sss_sample(t), space="sss")][1:],
+                           "space is 'tss' there, 'sss' here"),
+    "tss-into-sss-cache": ("TSS sample built into an SSS cache", lambda t, c: _into_sss_cache(t),
+                           "space is 'sss' there, 'tss' here"),
 }
 
 

@@ -152,10 +152,11 @@ def run_compare(args: argparse.Namespace) -> int:
             row = evaluate(name, values, truth, float(np.mean(scores.seconds)), args.bootstrap, args.seed)
             rows.append(row)
             plot_scatter(name, values, truth, row.values["kendall"], out / "scatter" / f"{name}.png")
-    write_csv(rows, out / "results.csv")
+    where = (args.space, args.dataset)  # published values are per space and dataset
+    write_csv(rows, out / "results.csv", where)
     title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({sample.kind} sample, seed {sample.seed}), "
              f"batch {args.batch_size}, seed {args.seed}")
-    write_markdown(rows, out / "results.md", title, meter.rows)
+    write_markdown(rows, out / "results.md", title, where, meter.rows)
     plot_kendall(rows, out / "kendall.png")
     print((out / "results.md").read_text(), end="")
     return 0
