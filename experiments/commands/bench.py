@@ -13,7 +13,7 @@ from evaluation.check import check_params
 from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.samples import KINDS, SPLITS, make_sample, read_sample, subsample, write_sample
-from evaluation.spaces import SPACES, get_space
+from evaluation.spaces import SPACES, check_space_dataset, get_space, space_datasets
 from experiments.commands import paths_from, paths_options
 
 
@@ -27,7 +27,8 @@ def register(groups: argparse._SubParsersAction) -> None:
 
     check = sub.add_parser("check", parents=[common], help="build networks, compare parameter counts with the benchmark")
     check.add_argument("--space", choices=SPACES, required=True)
-    check.add_argument("--dataset", choices=DATASETS, required=True)
+    check.add_argument("--dataset", choices=DATASETS, default=None,
+                       help="required unless the space has one dataset (nb101: cifar10)")
     check.add_argument("--limit", type=int, default=None, help="check N random architectures (default: all)")
     check.add_argument("--seed", type=int, default=0, help="seed choosing the --limit architectures")
     check.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
@@ -71,6 +72,11 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     space = get_space(args.space)
+    if args.dataset is None:
+        if len(space_datasets(space)) > 1:
+            raise ZcpError(f"the {space.name} space has several datasets: choose one with --dataset")
+        args.dataset = space_datasets(space)[0]
+    check_space_dataset(space, args.dataset)
     truth = groundtruth.load_ground_truth(args.space, paths_from(args), args.source)
     indices = np.arange(space.size)
     if args.limit is not None:
@@ -105,6 +111,8 @@ def run_sample(args: argparse.Namespace) -> int:
         print(f"wrote {len(sample.indices)} {args.space} architectures (uniform subset of {args.within}, seed {args.seed}) to {path}")
         return 0
     accuracy = None
+    if args.dataset is not None:
+        check_space_dataset(space, args.dataset)
     if args.kind != "random":
         if args.dataset is None:
             raise ZcpError(f"a {args.kind} sample needs --dataset (its bins are of ground-truth accuracy)")
