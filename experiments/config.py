@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from evaluation.datasets import check_dataset
 from evaluation.errors import ZcpError
 from evaluation.fitness import TIME_LIMIT, options_problem
-from evaluation.spaces import get_space
+from evaluation.spaces import check_space_dataset, get_space
 from gp.engine import GPConfig
 from primitives.expression import parse
 from primitives.functions import REGISTRY
@@ -162,9 +161,9 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     if unknown:
         raise ZcpError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
     config = Config(**{name: _section(SECTIONS[name], raw[name], name, where) for name in raw})
-    get_space(config.campaign.space)
+    space = get_space(config.campaign.space)
     for dataset in config.campaign.datasets:
-        check_dataset(dataset)
+        check_space_dataset(space, dataset)
     if not config.campaign.datasets:
         raise ZcpError(f"{where}: campaign.datasets is empty")
     unknown = [t for t in config.cache.terminals if t not in TERMINALS]

@@ -23,6 +23,7 @@ from evaluation.spaces.nb101 import NB101
 from evaluation.spaces.nb101.network import NB101Network
 from evaluation.spaces.nb101.spec import cell_hash, validate, vertex_channels
 from evaluation.spaces.nb101.table import COLUMNS, read_nb101_table
+from experiments.config import load_config, parse_config
 
 C3, C1, MP = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
 # The example cell of the nasbench README (google-research/nasbench).
@@ -249,3 +250,26 @@ def test_tiny_cache_of_two_networks(smallest, tmp_path):
     assert cache.manifest["space"] == "nb101" and list(cache.indices) == list(sample.indices)
     params = cache.arrays["params"].ravel()
     assert params.tolist() == [float(NB101.table.params[i]) for i in sample.indices]
+
+
+def test_campaign_config_and_datasets():
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(root / "experiments" / "configs" / "nb101-cifar10.toml")
+    assert config.campaign.space == "nb101" and config.campaign.datasets == ("cifar10",)
+    with pytest.raises(ZcpError, match="nb101 space has ground truth for cifar10 only, not 'cifar100'"):
+        parse_config("[campaign]\nspace = 'nb101'\ndatasets = ['cifar100']\n")
+
+
+def test_cli_check_and_sample(nb101_path, tmp_path, capsys):
+    from experiments.cli import main
+
+    assert main(["bench", "check", "--space", "nb101", "--limit", "20", "--workers", "1"]) == 0
+    assert "20 of 20 networks match" in capsys.readouterr().out
+    out = tmp_path / "s.json"
+    assert main(["bench", "sample", "--space", "nb101", "--kind", "stratified", "--dataset", "cifar10", "--n", "30",
+                 "--split", "heldout", "--out", str(out)]) == 0
+    sample = read_sample(out, "nb101")
+    assert len(sample.indices) == 30 and all(NB101.index_of(h) == i for i, h in zip(sample.indices, sample.archs))
+    capsys.readouterr()
+    assert main(["bench", "check", "--space", "nb101", "--dataset", "cifar100", "--limit", "1"]) == 2
+    assert "ground truth for cifar10 only" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from evaluation.paths import KEYS, DataPaths, resolve_paths
+from evaluation.spaces import SearchSpace, get_space
 
 
 def paths_options() -> argparse.ArgumentParser:
@@ -17,3 +18,11 @@ def paths_options() -> argparse.ArgumentParser:
 
 def paths_from(args: argparse.Namespace) -> DataPaths:
     return resolve_paths(**{k: getattr(args, k, None) for k in KEYS})
+
+
+def space_from(args: argparse.Namespace) -> SearchSpace:
+    """``--space``; a space whose identities come from its table (nb101) reads the table the flags name."""
+    space = get_space(args.space)
+    if hasattr(space, "load"):
+        space.load(paths_from(args).table(space.name))
+    return space

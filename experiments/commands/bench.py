@@ -14,7 +14,7 @@ from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.samples import KINDS, SPLITS, make_sample, read_sample, subsample, write_sample
 from evaluation.spaces import SPACES, check_space_dataset, get_space, space_datasets
-from experiments.commands import paths_from, paths_options
+from experiments.commands import paths_from, paths_options, space_from
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -71,7 +71,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    space = get_space(args.space)
+    space = space_from(args)
     if args.dataset is None:
         if len(space_datasets(space)) > 1:
             raise ZcpError(f"the {space.name} space has several datasets: choose one with --dataset")
@@ -104,7 +104,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    space = get_space(args.space)
+    space = space_from(args)
     if args.within is not None:
         sample = subsample(read_sample(args.within, args.space), args.n, args.seed)
         path = write_sample(sample, args.out)

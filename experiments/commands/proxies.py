@@ -18,8 +18,8 @@ from evaluation.groundtruth import load_ground_truth
 from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, write_markdown
 from evaluation.samples import make_sample, read_sample
 from evaluation.scoring import Scores, score_sample
-from evaluation.spaces import SPACES, get_space
-from experiments.commands import paths_from, paths_options
+from evaluation.spaces import SPACES, check_space_dataset, get_space
+from experiments.commands import paths_from, paths_options, space_from
 
 DEFAULT_SCORE_CACHE = "runs/scores"
 
@@ -82,6 +82,7 @@ def _score_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     scores = score_sample(args.proxy, sample, args.dataset, args.score_cache, **_score_kwargs(args))
     space = get_space(args.space)
@@ -111,6 +112,7 @@ def _rows_of(scores: Scores) -> list[tuple[str, np.ndarray]]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     refs = _expand(args.proxies)
     truth = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset][list(sample.indices)]
@@ -134,7 +136,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    space = get_space(args.space)
+    space = space_from(args)
+    check_space_dataset(space, args.dataset)
     if args.trials < 1:
         raise ZcpError(f"--trials must be >= 1, got {args.trials}")
     accuracy = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset]
