@@ -93,10 +93,14 @@ def run_check(args: argparse.Namespace) -> int:
         raise ZcpError(f"no architecture to check: {truth.source} has no {args.dataset} parameter counts")
     start, bad = time.perf_counter(), 0
     results = check_params(args.space, args.dataset, expected, indices.tolist(), args.workers)
-    for _, mismatch in tqdm(results, total=len(indices), disable=not sys.stderr.isatty(), desc="check"):
+    tty = sys.stderr.isatty()
+    for done, (_, mismatch) in enumerate(tqdm(results, total=len(indices), disable=not tty, desc="check"), start=1):
         if mismatch is not None:
             bad += 1
-            print(mismatch)
+            print(mismatch, flush=True)
+        if not tty and done % 10_000 == 0:  # a log of a long run says how far it got
+            print(f"zcp: checked {done} of {len(indices)}, {bad} mismatch, {time.perf_counter() - start:.0f} s",
+                  file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     print(f"{args.space}/{args.dataset}: {len(indices) - bad} of {len(indices)} networks match the benchmark's "
           f"parameter counts, {bad} mismatch ({seconds:.1f} s; ground truth: {truth.source})")

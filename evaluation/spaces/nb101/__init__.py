@@ -16,6 +16,7 @@ import numpy as np
 import torch.nn as nn
 
 from evaluation.errors import ZcpError
+from evaluation.paths import resolve_paths
 from evaluation.spaces import check_index, check_space_dataset
 from evaluation.spaces.nb101.network import NB101Network
 from evaluation.spaces.nb101.spec import cell_hash
@@ -34,8 +35,6 @@ class NASBench101:
     @cached_property
     def table(self) -> NB101Table:
         """The ground-truth table this process uses (loaded from the configured path on first use)."""
-        from evaluation.paths import resolve_paths
-
         return read_nb101_table(resolve_paths().nb101_table, SIZE)
 
     def load(self, path: str | os.PathLike) -> NB101Table:
