@@ -93,12 +93,12 @@ def run_check(args: argparse.Namespace) -> int:
         raise ZcpError(f"no architecture to check: {truth.source} has no {args.dataset} parameter counts")
     start, bad = time.perf_counter(), 0
     results = check_params(args.space, args.dataset, expected, indices.tolist(), args.workers)
-    tty = sys.stderr.isatty()
+    tty, step = sys.stderr.isatty(), max(1000, len(indices) // 100)
     for done, (_, mismatch) in enumerate(tqdm(results, total=len(indices), disable=not tty, desc="check"), start=1):
         if mismatch is not None:
             bad += 1
             print(mismatch, flush=True)
-        if not tty and done % 10_000 == 0:  # a log of a long run says how far it got
+        if not tty and done % step == 0:  # a log of a long run says how far it got
             print(f"zcp: checked {done} of {len(indices)}, {bad} mismatch, {time.perf_counter() - start:.0f} s",
                   file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
