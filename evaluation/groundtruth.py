@@ -1,5 +1,8 @@
 """Benchmark ground truth (test accuracy and parameter count per architecture): one reader, two backends.
 
+(NAS-Bench-101 has one backend, its gzip table, in the format its space defines:
+``evaluation/spaces/nb101/table.py``; CIFAR-10 only.)
+
 - **table**: a CSV in the format of ``nats_tss_ground_truth.csv`` (columns ``index``, ``arch``, then
   ``{dataset}_test_acc`` and ``{dataset}_params_M`` for each dataset), loaded and fully validated in
   well under a second;
@@ -55,6 +58,7 @@ class GroundTruth:
     """Ground truth of one space: row i of every array is official index i; NaN where the source has no value.
 
     Arrays are read-only float64 of shape (space size,); ``params_m`` is in millions of parameters.
+    Keys are the space's datasets (``spaces.space_datasets``: cifar10 only for nb101).
     """
 
     space: str
@@ -128,9 +132,18 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
         raise ZcpError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
 
 
+def _read_nb101(path: Path, space: SearchSpace) -> GroundTruth:
+    """The NB101 table; the space then identifies cells by this table's hashes (in every later worker too)."""
+    table = space.load(path)
+    return GroundTruth(space.name, tuple(h.decode() for h in table.hashes), {"cifar10": _frozen(table.accuracy)},
+                       {"cifar10": _frozen(table.params / 1e6)}, f"table {path}")
+
+
 def read_table(path: str | os.PathLike, space: str | SearchSpace) -> GroundTruth:
     """Load and validate a ground-truth table; any problem is a ZcpError naming the file and line."""
     space, path = _space(space), Path(path)
+    if space.name == "nb101":
+        return _read_nb101(path, space)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -281,9 +294,12 @@ def load_ground_truth(space: str | SearchSpace, paths: DataPaths | None = None, 
     """Ground truth of ``space`` from ``source``: 'table', 'archive', or 'auto' (the table if it exists, else the archive)."""
     space = _space(space)
     paths = paths or resolve_paths()
-    table, archive = paths.table(space.name), paths.archive(space.name)
-    if source == "table":
+    table = paths.table(space.name)
+    if source == "table" or (space.name not in ARCHIVE_NAMES and source == "auto"):
         return read_table(table, space)
+    if space.name not in ARCHIVE_NAMES and source == "archive":
+        raise ZcpError(f"the {space.name} space has no archive backend: its ground truth is the table {table}")
+    archive = paths.archive(space.name)
     if source == "archive":
         return read_archive(archive, space)
     if source != "auto":
@@ -301,10 +317,13 @@ def describe_sources(paths: DataPaths) -> list[Source]:
     """Every place ground truth is looked for, whether it is there, and what 'auto' would use (cheap checks only)."""
     sources = []
     for name in SPACES:
-        table, archive = paths.table(name), paths.archive(name)
+        table = paths.table(name)
         has_table = table.is_file()
         sources.append(Source(f"{name} table", table, has_table,
                               "used by --source auto" if has_table else _how_to_set(f"{name}_table")))
+        if name not in ARCHIVE_NAMES:
+            continue
+        archive = paths.archive(name)
         if not archive.exists():
             sources.append(Source(f"{name} archive", archive, False, _how_to_set(f"{name}_archive")))
             continue

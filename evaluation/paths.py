@@ -8,6 +8,7 @@ Keys (each also an environment variable, upper-cased with a ``ZCP_`` prefix):
   ``NATS-sss-v1_0-50262-simple``), default under ``$TORCH_HOME`` (``~/.torch``) as ``nats_bench`` does;
 - ``tss_table`` / ``sss_table``: ground-truth tables in the CSV format of
   ``nats_tss_ground_truth.csv`` (default ``<data_dir>/nats_{space}_ground_truth.csv``);
+- ``nb101_table``: the NAS-Bench-101 gzip table (default ``<data_dir>/nb101_ground_truth.csv.gz``);
 - ``cifar_dir``: folder holding ``cifar-10-batches-py/`` and/or ``cifar-100-python/``;
 - ``imagenet16_dir``: folder holding the downsampled ImageNet 16x16 pickles.
 
@@ -35,6 +36,7 @@ class DataPaths:
     sss_archive: Path
     tss_table: Path
     sss_table: Path
+    nb101_table: Path
     cifar_dir: Path
     imagenet16_dir: Path
 
@@ -42,7 +44,7 @@ class DataPaths:
         return self.tss_archive if space == "tss" else self.sss_archive
 
     def table(self, space: str) -> Path:
-        return self.tss_table if space == "tss" else self.sss_table
+        return {"tss": self.tss_table, "sss": self.sss_table, "nb101": self.nb101_table}[space]
 
 
 KEYS = tuple(f.name for f in fields(DataPaths))
@@ -78,6 +80,7 @@ def resolve_paths(**overrides: str | os.PathLike | None) -> DataPaths:
         "sss_archive": torch_home / ARCHIVE_NAMES["sss"],
         "tss_table": data_dir / "nats_tss_ground_truth.csv",
         "sss_table": data_dir / "nats_sss_ground_truth.csv",
+        "nb101_table": data_dir / "nb101_ground_truth.csv.gz",
         "cifar_dir": data_dir,
         "imagenet16_dir": data_dir / "ImageNet16",
     }

@@ -39,12 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.cluster import gpu_share
-from evaluation.datasets import check_dataset
 from evaluation.energy import check_region
 from evaluation.errors import ZcpError
 from evaluation.fitness import TIME_LIMIT, options_problem
 from evaluation.samples import KINDS, split_indices
-from evaluation.spaces import get_space
+from evaluation.spaces import check_space_dataset, get_space
 from gp.engine import GPConfig
 from primitives.expression import parse
 from primitives.functions import REGISTRY
@@ -268,11 +267,11 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
     if unknown:
         raise ZcpError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
     config = Config(**{name: _section(SECTIONS[name], raw[name], name, where) for name in raw})
-    for space in config.campaign.spaces:
-        get_space(space)
+    spaces = [get_space(space) for space in config.campaign.spaces]
     _check_splits(config, where)
-    for dataset in config.campaign.datasets:
-        check_dataset(dataset)
+    for space in spaces:
+        for dataset in config.campaign.datasets:
+            check_space_dataset(space, dataset)
     if not config.campaign.datasets:
         raise ZcpError(f"{where}: campaign.datasets is empty")
     terminals = config_terminals(config.cache.terminals, where)

@@ -97,7 +97,7 @@ def test_resume_refuses_a_changed_config(finished, tmp_path):
     ("[gp]\npopulation = 'many'\n", "gp.population must be int"),
     ("[gp]\npopulation = 1\n", "population must be at least 2"),
     ("[campaign]\ndatasets = ['cifar10-valid']\n", "unknown dataset 'cifar10-valid'"),
-    ("[campaign]\nspace = 'nb101'\n", "unknown search space"),
+    ("[campaign]\nspace = 'nb201'\n", "unknown search space"),
     ("[campaign\n", "not valid TOML"),
     ("[campaign]\nmetric = 'pearson'\n", "\\[campaign\\] metric 'pearson' is not one of kendall, spearman"),
     ("[campaign]\ncombine = 'max'\n", "\\[campaign\\] combine 'max' is not one of min, mean"),

@@ -74,7 +74,7 @@ def test_export_table_from_official_archive_format(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["bench", "check", "--space", "nb101", "--dataset", "cifar10"], "invalid choice: 'nb101'"),
+    (["bench", "check", "--space", "nb201", "--dataset", "cifar10"], "invalid choice: 'nb201'"),
     (["bench", "check", "--space", "tss", "--dataset", "cifar10-valid"], "invalid choice: 'cifar10-valid'"),
     (["bench", "sample", "--space", "tss", "--kind", "stratified", "--n", "10", "--out", "x.json"], "needs --dataset"),
     (["bench", "sample", "--space", "tss", "--n", "0", "--out", "x.json"], "sample size must be >= 1"),

@@ -321,9 +321,10 @@ def test_unknown_source():
 def test_describe_sources(archives, tmp_path):
     table = export_table(archives["tss"], "tss", tmp_path / "tss.csv")
     paths = resolve_paths(tss_table=table, tss_archive=archives["tss"], sss_table=tmp_path / "no.csv",
-                          sss_archive=tmp_path / "no-archive")
+                          sss_archive=tmp_path / "no-archive", nb101_table=tmp_path / "no.csv.gz")
     found = {s.what: s for s in describe_sources(paths)}
-    assert list(found) == ["tss table", "tss archive", "sss table", "sss archive"]
+    assert list(found) == ["tss table", "tss archive", "sss table", "sss archive", "nb101 table"]
+    assert not found["nb101 table"].found and "$ZCP_NB101_TABLE" in found["nb101 table"].detail
     assert found["tss table"].found and found["tss table"].path == table
     assert found["tss archive"].found and found["tss archive"].detail.startswith("3 architecture files")
     assert not found["sss table"].found and "$ZCP_SSS_TABLE" in found["sss table"].detail

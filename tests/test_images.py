@@ -58,6 +58,7 @@ def make_paths(root: Path) -> DataPaths:
         sss_archive=root / "none",
         tss_table=root / "none",
         sss_table=root / "none",
+        nb101_table=root / "none",
         cifar_dir=root / "cifar",
         imagenet16_dir=root / "ImageNet16",
     )

@@ -73,7 +73,7 @@ def _tamper(tmp_path, edit):
     (lambda r: r["architectures"].append(r["architectures"][0]), "twice"),
     (lambda r: r.pop("seed"), "lacks field"),
     (lambda r: r.__setitem__("format", "other"), "not a zcp sample"),
-    (lambda r: r.__setitem__("space", "nb101"), "unknown search space"),
+    (lambda r: r.__setitem__("space", "nb201"), "unknown search space"),
     (lambda r: r.__setitem__("architectures", [["1", "x"]]), "not an \\[index, arch\\] pair"),
 ])
 def test_bad_sample_files(tmp_path, edit, match):

@@ -96,7 +96,7 @@ def test_index_out_of_space(index):
 
 
 def test_unknown_space_and_dataset():
-    with pytest.raises(ZcpError, match="unknown search space 'nb101'"):
-        get_space("nb101")
+    with pytest.raises(ZcpError, match="unknown search space 'nb201'"):
+        get_space("nb201")
     with pytest.raises(ZcpError, match="cifar10-valid"):
         TSS.build(0, "cifar10-valid")

@@ -1,10 +1,11 @@
-"""NATS-Bench search spaces: architecture identity (index <-> official string) and network builders."""
+"""Search spaces (NATS-Bench TSS / SSS, NAS-Bench-101): architecture identity (index <-> official string) and network builders."""
 from __future__ import annotations
 
 from typing import Protocol
 
 import torch.nn as nn
 
+from evaluation.datasets import DATASETS, check_dataset
 from evaluation.errors import ZcpError
 
 
@@ -26,17 +27,20 @@ class SearchSpace(Protocol):
         ``forward(x)`` returns logits (N, num_classes)."""
 
 
-SPACES = ("tss", "sss")
+SPACES = ("tss", "sss", "nb101")
 
 
 def get_space(name: str) -> SearchSpace:
-    """The space called ``name`` ('tss' or 'sss')."""
+    """The space called ``name`` ('tss', 'sss' or 'nb101')."""
     if name == "tss":
         from evaluation.spaces.tss import TSS
         return TSS
     if name == "sss":
         from evaluation.spaces.sss import SSS
         return SSS
+    if name == "nb101":
+        from evaluation.spaces.nb101 import NB101
+        return NB101
     raise ZcpError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")
 
 
@@ -45,3 +49,16 @@ def check_index(space: SearchSpace, index: int) -> int:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < space.size:
         raise ZcpError(f"architecture index {index!r} is outside the {space.name} space (0..{space.size - 1})")
     return index
+
+
+def space_datasets(space: SearchSpace) -> tuple[str, ...]:
+    """Datasets with ground truth in ``space``: all three NATS-Bench ones, unless the space says fewer (NB101)."""
+    return getattr(space, "datasets", DATASETS)
+
+
+def check_space_dataset(space: SearchSpace, dataset: str) -> str:
+    """Return ``dataset`` if ``space`` has ground truth for it, else a one-line error."""
+    known = space_datasets(space)
+    if check_dataset(dataset) not in known:
+        raise ZcpError(f"the {space.name} space has ground truth for {', '.join(known)} only, not {dataset!r}")
+    return dataset

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from evaluation.paths import KEYS, DataPaths, resolve_paths
+from evaluation.spaces import SearchSpace, get_space
 
 
 def paths_options() -> argparse.ArgumentParser:
@@ -57,3 +58,11 @@ def ray_options(parser: argparse.ArgumentParser, gpus: bool = True) -> None:
         parser.add_argument("--gpus-per-task", type=_gpus, default=None, metavar="G",
                             help="GPUs each Ray task asks for (fractions share a GPU; default: a share per worker "
                                  "on CUDA, else 0)")
+
+
+def space_from(args: argparse.Namespace) -> SearchSpace:
+    """``--space``; a space whose identities come from its table (nb101) reads the table the flags name."""
+    space = get_space(args.space)
+    if hasattr(space, "load"):
+        space.load(paths_from(args).table(space.name))
+    return space

@@ -13,8 +13,8 @@ from evaluation.check import check_params
 from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.samples import KINDS, SPLITS, make_sample, read_sample, subsample, write_sample
-from evaluation.spaces import SPACES, get_space
-from experiments.commands import paths_from, paths_options
+from evaluation.spaces import SPACES, check_space_dataset, get_space, space_datasets
+from experiments.commands import paths_from, paths_options, space_from
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -27,7 +27,8 @@ def register(groups: argparse._SubParsersAction) -> None:
 
     check = sub.add_parser("check", parents=[common], help="build networks, compare parameter counts with the benchmark")
     check.add_argument("--space", choices=SPACES, required=True)
-    check.add_argument("--dataset", choices=DATASETS, required=True)
+    check.add_argument("--dataset", choices=DATASETS, default=None,
+                       help="required unless the space has one dataset (nb101: cifar10)")
     check.add_argument("--limit", type=int, default=None, help="check N random architectures (default: all)")
     check.add_argument("--seed", type=int, default=0, help="seed choosing the --limit architectures")
     check.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
@@ -70,7 +71,12 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    space = get_space(args.space)
+    space = space_from(args)
+    if args.dataset is None:
+        if len(space_datasets(space)) > 1:
+            raise ZcpError(f"the {space.name} space has several datasets: choose one with --dataset")
+        args.dataset = space_datasets(space)[0]
+    check_space_dataset(space, args.dataset)
     truth = groundtruth.load_ground_truth(args.space, paths_from(args), args.source)
     indices = np.arange(space.size)
     if args.limit is not None:
@@ -87,10 +93,14 @@ def run_check(args: argparse.Namespace) -> int:
         raise ZcpError(f"no architecture to check: {truth.source} has no {args.dataset} parameter counts")
     start, bad = time.perf_counter(), 0
     results = check_params(args.space, args.dataset, expected, indices.tolist(), args.workers)
-    for _, mismatch in tqdm(results, total=len(indices), disable=not sys.stderr.isatty(), desc="check"):
+    tty, step = sys.stderr.isatty(), max(1000, len(indices) // 100)
+    for done, (_, mismatch) in enumerate(tqdm(results, total=len(indices), disable=not tty, desc="check"), start=1):
         if mismatch is not None:
             bad += 1
-            print(mismatch)
+            print(mismatch, flush=True)
+        if not tty and done % step == 0:  # a log of a long run says how far it got
+            print(f"zcp: checked {done} of {len(indices)}, {bad} mismatch, {time.perf_counter() - start:.0f} s",
+                  file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     print(f"{args.space}/{args.dataset}: {len(indices) - bad} of {len(indices)} networks match the benchmark's "
           f"parameter counts, {bad} mismatch ({seconds:.1f} s; ground truth: {truth.source})")
@@ -98,13 +108,15 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    space = get_space(args.space)
+    space = space_from(args)
     if args.within is not None:
         sample = subsample(read_sample(args.within, args.space), args.n, args.seed)
         path = write_sample(sample, args.out)
         print(f"wrote {len(sample.indices)} {args.space} architectures (uniform subset of {args.within}, seed {args.seed}) to {path}")
         return 0
     accuracy = None
+    if args.dataset is not None:
+        check_space_dataset(space, args.dataset)
     if args.kind != "random":
         if args.dataset is None:
             raise ZcpError(f"a {args.kind} sample needs --dataset (its bins are of ground-truth accuracy)")

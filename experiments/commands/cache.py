@@ -13,8 +13,8 @@ from evaluation.datasets import DATASETS
 from evaluation.images import SOURCES as IMAGE_SOURCES
 from evaluation.parallel import BACKENDS
 from evaluation.samples import read_sample
-from evaluation.spaces import SPACES
-from experiments.commands import energy_options, paths_from, paths_options, ray_options
+from evaluation.spaces import SPACES, check_space_dataset
+from experiments.commands import energy_options, paths_from, paths_options, ray_options, space_from
 from primitives.terminals import SIGNALS
 
 
@@ -44,6 +44,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     terminals = tuple(args.terminals.split(",")) if args.terminals else None
     meter = energy.energy_meter(Path(args.out) / energy.ENERGY_FILE, args.energy, args.energy_region)

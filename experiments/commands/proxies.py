@@ -19,8 +19,8 @@ from evaluation.groundtruth import load_ground_truth
 from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, write_markdown
 from evaluation.samples import make_sample, read_sample
 from evaluation.scoring import Scores, score_sample
-from evaluation.spaces import SPACES, get_space
-from experiments.commands import energy_options, paths_from, paths_options, ray_options
+from evaluation.spaces import SPACES, check_space_dataset, get_space
+from experiments.commands import energy_options, paths_from, paths_options, ray_options, space_from
 
 DEFAULT_SCORE_CACHE = "runs/scores"
 
@@ -102,6 +102,7 @@ def _scored(meter: energy.EnergyMeter | energy.NoMeter, ref: str, sample: Any, a
 
 
 def run_score(args: argparse.Namespace) -> int:
+    check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     out = Path(args.out)
     meter = _meter(args, out.with_name(f"{out.stem}.{energy.ENERGY_FILE}"))
@@ -138,6 +139,7 @@ def _rows_of(scores: Scores) -> list[tuple[str, np.ndarray]]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     refs = _expand(args.proxies)
     truth = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset][list(sample.indices)]
@@ -163,7 +165,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    space = get_space(args.space)
+    space = space_from(args)
+    check_space_dataset(space, args.dataset)
     if args.trials < 1:
         raise ZcpError(f"--trials must be >= 1, got {args.trials}")
     accuracy = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset]
