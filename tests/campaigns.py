@@ -42,3 +42,11 @@ def write_table_without(path: Path, space: str, dataset: str) -> Path:
     rows = [",".join([str(i), searchspace.arch_str(i), *cells]) for i in range(searchspace.size)]
     path.write_text("\n".join([",".join(TABLE_COLUMNS), *rows]) + "\n")
     return path
+
+
+def without_progress(err: str) -> str:
+    """stderr of a campaign less its per-phase progress lines (printed when stderr is not a terminal), so
+    tests can check that a failure adds exactly one line."""
+    keep = ("zcp: error:", "zcp: warning:", "zcp: interrupted")
+    return "".join(line for line in err.splitlines(keepends=True)
+                   if not line.startswith("zcp: ") or line.startswith(keep))

@@ -27,7 +27,7 @@ from experiments import campaign
 from experiments.checkpoint import read_checkpoint, write_checkpoint
 from experiments.cli import main
 from experiments.config import load_config
-from tests.campaigns import tiny_config
+from tests.campaigns import tiny_config, without_progress
 from tests.test_cache import FAST
 
 SAMPLE = make_sample(get_space("tss"), "random", 6, 11)
@@ -184,7 +184,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 def _resume_error(capsys, run_dir: Path) -> str:
     assert main(["resume", str(run_dir)]) == 2
-    err = capsys.readouterr().err
+    err = without_progress(capsys.readouterr().err)
     assert err.startswith("zcp: error: ") and err.count("\n") == 1, err
     return err
 
@@ -258,7 +258,7 @@ def test_disk_full_or_denied_keeps_the_last_good_checkpoint(finished, tmp_path, 
     run_dir = tmp_path / "run"
     _fail_nth_write(monkeypatch, "checkpoint.json", 6, code)  # generation 5's checkpoint cannot be written
     assert main(["evolve", str(_config(tmp_path, str(caches))), "--out", str(run_dir)]) == 2
-    err = capsys.readouterr().err
+    err = without_progress(capsys.readouterr().err)
     assert err == f"zcp: error: cannot write {run_dir / 'checkpoint.json'}: {os.strerror(code)}\n"
     assert read_checkpoint(run_dir / "checkpoint.json")["engine"]["generation"] == 4
     assert not [p.name for p in run_dir.glob(".*")]

@@ -47,7 +47,7 @@ def test_tiny_sss_campaign_end_to_end(sss_campaign, sss_truth):
         assert record["status"] == "finished" and record["search_n"] == [12] and record["heldout_n"] == [12]
         assert -1 <= record["entries"][0]["fitness"] <= 1
         for split in ("search", "heldout"):
-            sample = read_sample(run_dir / "samples" / f"cifar10-{split}.json", "sss")
+            sample = read_sample(run_dir / "samples" / f"cifar10-{split}-sss-random.json", "sss")
             assert all(len(parse_channels(a)) == 5 for a in sample.archs)
     caches = [json.loads(p.read_text()) for p in (tmp / "caches").glob("*/manifest.json")]
     assert caches and {c["space"] for c in caches} == {"sss"}
@@ -70,9 +70,9 @@ def test_transfer_matrix_across_spaces(sss_campaign, tmp_path):
     campaign.start(tiny_config(tmp_path, tmp_path / "caches", generations=1, population=8), tss, progress=False)
     rows, matrix = transfer.transfer([dirs[0], tss])
     assert list(rows) == ["sss cifar10 (seed 0)", "tss cifar10 (seed 0)"]
-    assert all(set(cells) == {"sss cifar10", "tss cifar10"} for cells in matrix.values())
+    assert all(set(cells) == {"sss/cifar10", "tss/cifar10"} for cells in matrix.values())
     assert all(-1 <= v <= 1 for cells in matrix.values() for v in cells.values())
-    assert "tau on sss cifar10" in transfer.markdown(rows, matrix)
+    assert "tau on sss/cifar10" in transfer.markdown(rows, matrix)
     single, _ = transfer.transfer(dirs)  # one space: columns and rows keep their plain dataset names
     assert list(single) == ["cifar10 (seed 0)", "cifar10 (seed 1)"]
 
