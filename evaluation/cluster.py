@@ -252,6 +252,9 @@ class LocalCluster:
                      f"--temp-dir={self.root / 'ray'}"])
         self.address = f"127.0.0.1:{port}"
         self._wait(1, timeout)
+        deadline = time.monotonic() + timeout  # `ray start` records the address just after the node is up
+        while not (self.root / "ray" / "ray_current_cluster").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         return self.address
 
     def add_node(self, num_cpus: int = 1, num_gpus: int = 0, timeout: float = 120) -> subprocess.Popen:
