@@ -2,8 +2,12 @@
 a made-up ground-truth table that lacks a dataset."""
 from pathlib import Path
 
+import pytest
+
+from evaluation.errors import ZcpError
 from evaluation.groundtruth import TABLE_COLUMNS
 from evaluation.spaces import get_space
+from experiments.config import parse_config
 
 TINY = """
 [campaign]
@@ -50,3 +54,10 @@ def without_progress(err: str) -> str:
     keep = ("zcp: error:", "zcp: warning:", "zcp: interrupted")
     return "".join(line for line in err.splitlines(keepends=True)
                    if not line.startswith("zcp: ") or line.startswith(keep))
+
+
+def assert_one_line_config_error(text: str, match: str) -> None:
+    """Parsing the config ``text`` fails with a ZcpError matching ``match``, in one line."""
+    with pytest.raises(ZcpError, match=match) as info:
+        parse_config(text)
+    assert "\n" not in str(info.value)
