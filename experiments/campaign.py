@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_text, remove_stale_temps
-from evaluation.cache import PACKED, SHARDS, Cache, build_cache, load_cache, sample_sha
+from evaluation.cache import Cache, build_cache, load_cache, sample_sha, unbuilt
 from evaluation.energy import ENERGY_FILE, EnergyMeter, NoMeter, energy_meter
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
@@ -108,8 +108,8 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
     where = (Path(k.dir) if k.dir else run_dir / "caches") / \
         f"{dataset}-{sample.split}-{sample.space}-{sample.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if say:
-        cached = len(sample.indices) if (where / PACKED).exists() else len(list((where / SHARDS).glob("*.npz")))
-        say(f"{dataset} {sample.split} cache: {len(sample.indices) - cached} networks to build, {cached} cached, "
+        todo = unbuilt(where, sample)
+        say(f"{dataset} {sample.split} cache: {todo} networks to build, {len(sample.indices) - todo} cached, "
             f"{len(terminals)} terminals ({where})")
     build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
                 image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
@@ -210,7 +210,7 @@ def heldout_report(texts: list[str], prepared: Prepared) -> dict[str, dict[str, 
     return report
 
 
-def _explain(line: dict[str, Any], engine: Evolution, evaluator: Evaluator, names: tuple[str, ...]) -> dict[str, Any]:
+def _explain(line: dict[str, Any], engine: Evolution | Islands, evaluator: Evaluator, names: tuple[str, ...]) -> dict[str, Any]:
     """With several search targets, add to a log line the best expression's fitness on each target
     (``targets``) and the one that limits it (``limiting``, the argmin)."""
     if len(names) > 1:
