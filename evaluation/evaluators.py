@@ -8,7 +8,8 @@ and its chunk resubmitted to the next actor (one warning line; see :class:`~eval
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,19 @@ class Payload:
         return REGISTRY, terminal_types(self.terminals), Evaluator(self)
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one torch thread, as every Ray actor does, so scores agree bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _chunks(items: Sequence[str], k: int) -> list[list[str]]:
     size = -(-len(items) // k)
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
@@ -90,14 +104,8 @@ class Evaluator:
         if not texts:
             return []
         if self.backend == "serial":
-            import torch
-
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # as on the actors: identical results
-            try:
+            with one_thread():  # as on the actors: identical results
                 return self._fitness.values(texts) if per_target else self._fitness(texts)
-            finally:
-                torch.set_num_threads(threads)
         import ray
 
         chunks = _chunks(texts, len(self._actors))

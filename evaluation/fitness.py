@@ -20,6 +20,10 @@ Several targets: a candidate is scored on each :class:`Target` (a dataset's cach
 of some kind, a subset of one, another search space's cache) and the correlations combine with
 ``min`` (the proxy must work everywhere) or ``mean``. Targets that share a cache share its values
 (``env``): the expression is evaluated once per cache, and a subset target correlates its rows only.
+
+Many related candidates (e.g. the single-terminal expressions of gp/single.py) can share their common
+subtrees: ``share_subtrees=True`` keeps every subtree value of one call's candidates, per cache, until
+the call returns (the scores are the same; memory grows with the distinct subtrees of that call).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from evaluation.errors import ZcpError
 from primitives.expression import Node, evaluate, parse, terminals_of
 from primitives.functions import REGISTRY
 from primitives.terminals import passes_needed, terminal_types
+from primitives.types import Value
 
 WORST = -2.0
 METRICS = ("kendall", "spearman")
@@ -42,6 +47,8 @@ COMBINE = ("min", "mean")
 MAX_COST_WEIGHT = 0.1
 """Keeps a penalised fitness above WORST: 1 + 0.1 x 5 passes < 2."""
 TIME_LIMIT = 10.0
+Memos = dict[int, dict[str, Value]]
+"""Per cache (``id`` of its env): subtree text -> value, shared by the candidates of one call."""
 
 
 def options_problem(metric: str, combine: str, cost_weight: float, time_limit: float) -> str | None:
@@ -110,35 +117,38 @@ class Fitness:
         runs past ``time_limit`` seconds)."""
         return self._scores(parse(text, REGISTRY, self.types), time_limit)
 
-    def _scores(self, node: Node, time_limit: float | None) -> list[np.ndarray]:
+    def _scores(self, node: Node, time_limit: float | None, memos: Memos | None = None) -> list[np.ndarray]:
         deadline = None if time_limit is None else time.monotonic() + time_limit
         by_env: dict[int, np.ndarray] = {}  # one evaluation per cache, whatever its number of targets
         out = []
         for t in self.targets:
             if id(t.env) not in by_env:
-                by_env[id(t.env)] = evaluate(node, t.env, deadline=deadline).numpy()
+                memo = None if memos is None else memos.setdefault(id(t.env), {})
+                by_env[id(t.env)] = evaluate(node, t.env, memo, deadline).numpy()
             out.append(by_env[id(t.env)] if t.rows is None else by_env[id(t.env)][t.rows])
         return out
 
-    def __call__(self, texts: Sequence[str]) -> list[float]:
-        return [self._fitness(t) for t in texts]
+    def __call__(self, texts: Sequence[str], share_subtrees: bool = False) -> list[float]:
+        memos: Memos | None = {} if share_subtrees else None
+        return [self._fitness(t, memos) for t in texts]
 
-    def values(self, texts: Sequence[str]) -> list[list[float]]:
+    def values(self, texts: Sequence[str], share_subtrees: bool = False) -> list[list[float]]:
         """Each candidate's raw correlation on each target (WORST everywhere when it fails): which
         target limits a candidate."""
-        return [self._values(t)[0] for t in texts]
+        memos: Memos | None = {} if share_subtrees else None
+        return [self._values(t, memos)[0] for t in texts]
 
-    def _values(self, text: str) -> tuple[list[float], Node | None]:
+    def _values(self, text: str, memos: Memos | None = None) -> tuple[list[float], Node | None]:
         try:
             node = parse(text, REGISTRY, self.types)
-            scores = self._scores(node, self.time_limit)
+            scores = self._scores(node, self.time_limit, memos)
         except Exception:  # a failing candidate must not stop a campaign
             return [WORST] * len(self.targets), None
         return [rank_correlation(s, t.accuracy, self.metric) for s, t in zip(scores, self.targets)], node
 
-    def _fitness(self, text: str) -> float:
+    def _fitness(self, text: str, memos: Memos | None = None) -> float:
         """Correlations combined over targets, minus the pass cost when asked; WORST when it fails."""
-        values, node = self._values(text)
+        values, node = self._values(text, memos)
         value = float(min(values) if self.combine == "min" else np.mean(values))
         if value == WORST or not self.cost_weight:
             return value

@@ -181,7 +181,7 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
     return Prepared(parts["search"], parts["heldout"], truth, campaign_terminals(config))
 
 
-def _payload(config: Config, prepared: Prepared) -> Payload:
+def search_payload(config: Config, prepared: Prepared) -> Payload:
     """The search targets: each search part whole, or each of its ``subsets`` disjoint subsets."""
     c, k = config.campaign, config.sample.subsets
     names, sources, rows, accuracies = [], [], [], []
@@ -246,7 +246,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)
-    payload = _payload(config, prepared)
+    payload = search_payload(config, prepared)
     with meter.phase("evolution"):
         engine, hof = _evolve(run_dir, config, payload, types, pset_digest, resume, show, say, start)
     if say:

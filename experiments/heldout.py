@@ -9,11 +9,15 @@ cross-space campaign, named ``SPACE/DATASET``), both drawn from the held-out spl
 campaign's own held-out sample) and ``stratified`` (equal counts from ``bins`` equal-width accuracy bins;
 short bins give all they have, and the report lists them: on NATS-SSS CIFAR-10 the lowest bins of the
 held-out half hold only 4, 5 and 26 networks). Next to them, on the same networks:
-the baselines that the language expresses exactly (``experiments.campaign.BASELINES``, from the cache)
-and, with ``--zoo``, hand-designed proxies of the zoo run on the live networks with the cache's batch,
-seed and images (scores kept in ``--scores``, the score cache of ``zcp score``, so re-runs and other
-campaigns on the same networks reuse them). Kendall tau and Spearman rho carry percentile-bootstrap
-95% intervals over networks.
+the baselines that the language expresses exactly (``experiments.campaign.BASELINES``, from the cache);
+two rows for the single-terminal expressions of the campaign's language (gp/single.py; scored from the
+caches, seconds): the one with the best search fitness (the campaign's own fitness on its search caches,
+targets combined as the campaign combines them: chosen without held-out labels, an honest baseline) and
+the best on each held-out sample by the campaign's metric (chosen on that sample: an upper bound of
+every single-terminal expression, the strict bar of issue 18); and, with ``--zoo``, hand-designed
+proxies of the zoo run on the live networks with the cache's batch, seed and images (scores kept in
+``--scores``, the score cache of ``zcp score``, so re-runs and other campaigns on the same networks
+reuse them). Kendall tau and Spearman rho carry percentile-bootstrap 95% intervals over networks.
 
 Writes ``results.json``, ``results.md`` (tables, cost accounting), ``fitness.png`` (best and median
 search fitness, diversity and mean tree size per generation, per seed; islands pooled) and ``scatter.png`` (best proxy vs accuracy, held-out), and
@@ -27,6 +31,7 @@ import json
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ import numpy as np
 from evaluation import energy
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
+from evaluation.evaluators import one_thread
 from evaluation.report import evaluate as metrics_row
 from evaluation.report import plot_scatter
 from evaluation.fitness import Fitness, cache_accuracy
@@ -43,8 +49,17 @@ from evaluation.samples import make_sample
 from evaluation.scoring import score_sample
 from evaluation.spaces import get_space
 from experiments.commands import energy_options
-from experiments.campaign import BASELINES, CONFIG, LOG, Part, Prepared, cache_for, prepare, read_hall_of_fame
+from experiments.campaign import (BASELINES, CONFIG, LOG, Part, Prepared, cache_for, prepare, read_hall_of_fame,
+                                  search_payload)
 from experiments.config import Config, load_config
+from gp.single import single_terminal_expressions
+from primitives.functions import REGISTRY
+from primitives.terminals import terminal_types
+
+SINGLE_BEST = "single terminal, best by search fitness"
+SINGLE_MAX = "single terminal, best on this sample (upper bound)"
+SINGLE_TOP = 10
+"""How many single-terminal expressions results.json lists by search fitness."""
 
 def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
     """Each run's config and finished hall of fame; all configs must agree but for the GP seed."""
@@ -81,6 +96,28 @@ def _stratified(config: Config, run_dir: Path, prepared: Prepared, n: int, bins:
 def _cell(name: str, scores: np.ndarray, accuracy: np.ndarray, resamples: int) -> dict[str, Any]:
     row = metrics_row(name, scores, accuracy, math.nan, resamples)
     return {"n": row.n, **row.values, **{f"{m}_ci": list(ci) for m, ci in row.intervals.items()}}
+
+
+def _search_ranking(config: Config, prepared: Prepared, singles: dict[str, list[str]]) -> list[tuple[str, float]]:
+    """Every single-terminal expression with its search fitness (the campaign's fitness on its search
+    caches), best first; ties keep the enumeration order."""
+    fitness = search_payload(config, prepared).fitness()
+    with one_thread():  # as the campaign's evaluator scores
+        ranked = [(text, value) for texts in singles.values()
+                  for text, value in zip(texts, fitness(texts, share_subtrees=True))]
+    return sorted(ranked, key=lambda pair: -pair[1])
+
+
+def _best_on(part: Part, singles: dict[str, list[str]], config: Config, terminals: tuple[str, ...],
+             resamples: int) -> dict[str, Any]:
+    """The cell of the single-terminal expression with the highest correlation (the campaign's metric)
+    on ``part`` itself (the first in enumeration order on ties), with that ``expression``."""
+    fitness = Fitness([part.target()], terminals, config.campaign.metric)
+    with one_thread():
+        values = [(value[0], text) for texts in singles.values()
+                  for text, value in zip(texts, fitness.values(texts, share_subtrees=True))]
+    best = max(values, key=lambda pair: pair[0])[1]
+    return {"expression": best, **_cell(SINGLE_MAX, fitness.scores(best)[0], part.accuracy, resamples)}
 
 
 def _score(texts: dict[str, str], zoo: list[str], parts: list[Part], config: Config, terminals: tuple[str, ...],
@@ -138,13 +175,23 @@ def _fmt(cell: dict[str, Any], metric: str) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Held-out report: {', '.join(result['runs'])}", ""]
+    single = result.get("single_terminal")
+    if single:
+        best = single["by_search_fitness"][0]
+        lines += [f"Single-terminal expressions: {single['count']} (every terminal of the campaign through the "
+                  f"shortest chains of type-changing unary primitives, and their negations; gp/single.py), scored "
+                  f"from the caches in {single['seconds']} s. '{SINGLE_BEST}' is chosen on the search split "
+                  f"(`{best['expression']}`, search fitness {best['search_fitness']:.3f}; the evolved proxies': "
+                  f"{', '.join(f'{v:.3f}' for v in single['evolved_search_fitness'])}); '{SINGLE_MAX}' is chosen "
+                  f"by {single['metric']} on each held-out sample itself: an upper bound, not a proxy one could "
+                  "pick without held-out labels.", ""]
     for protocol in ("random", "stratified"):
         for dataset, table in result[protocol].items():
             n = next(iter(table.values()))["n"]
             lines += [f"## {dataset}, {protocol} held-out (n = {n})", "",
                       "| proxy | expression | Kendall tau [95% CI] | Spearman rho [95% CI] |", "|---|---|---|---|"]
-            lines += [f"| {name} | `{result['expressions'][name]}` | {_fmt(cell, 'kendall')} | {_fmt(cell, 'spearman')} |"
-                      for name, cell in table.items()]
+            lines += [f"| {name} | `{cell.get('expression', result['expressions'][name])}` | {_fmt(cell, 'kendall')} | "
+                      f"{_fmt(cell, 'spearman')} |" for name, cell in table.items()]
             evolved = [cell["kendall"] for name, cell in table.items() if name.startswith("evolved")]
             lines += ["", f"Evolved, over {len(evolved)} seed(s): Kendall tau mean {statistics.fmean(evolved):.3f}, "
                       f"spread (max - min) {max(evolved) - min(evolved):.3f}.", ""]
@@ -210,17 +257,34 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
         get_proxy(ref)
     meter = energy.energy_meter(out / energy.ENERGY_FILE, track_energy, energy_region)
     with meter.phase("held-out caches"):
-        prepared = prepare(config, run_dir, splits=("heldout",))
+        prepared = prepare(config, run_dir)  # the search caches too: single-terminal search fitness
         stratified = _stratified(config, run_dir, prepared, stratified_n or config.sample.heldout_n, config.sample.bins)
+    protocols = {"random": prepared.heldout, "stratified": stratified}
+    begun = time.perf_counter()
+    singles = single_terminal_expressions(REGISTRY, terminal_types(prepared.terminals))
+    with meter.phase("single-terminal expressions (cache)"):
+        ranking = _search_ranking(config, prepared, singles)
+        best_on = {protocol: {part.name: _best_on(part, singles, config, prepared.terminals, resamples)
+                              for part in parts} for protocol, parts in protocols.items()}
+    single_seconds = time.perf_counter() - begun
     texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
+    texts[SINGLE_BEST] = ranking[0][0]
+    scored = {protocol: _score(texts, list(zoo), parts, config, prepared.terminals, scores_dir, resamples, meter)
+              for protocol, parts in protocols.items()}
+    for protocol, tables in scored.items():
+        for name, table in tables.items():
+            table[SINGLE_MAX] = best_on[protocol][name]
     result = {"runs": [str(r) for r, _, _ in runs],
-              "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo},
-              "random": _score(texts, list(zoo), prepared.heldout, config, prepared.terminals, scores_dir, resamples,
-                               meter),
-              "stratified": _score(texts, list(zoo), stratified, config, prepared.terminals, scores_dir, resamples,
-                                   meter),
+              "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo}
+              | {SINGLE_MAX: "chosen on each held-out sample (its row names it)"},
+              **scored,
               "stratified_notes": {part.name: list(part.sample.notes) for part in stratified},
+              "single_terminal": {"count": len(ranking), "metric": config.campaign.metric,
+                                  "seconds": round(single_seconds, 1),
+                                  "evolved_search_fitness": [r["entries"][0]["fitness"] for _, _, r in runs],
+                                  "by_search_fitness": [{"expression": t, "search_fitness": f}
+                                                        for t, f in ranking[:SINGLE_TOP]]},
               "cost": _cost(runs), "report_energy": meter.rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")

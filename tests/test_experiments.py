@@ -5,7 +5,11 @@ import shutil
 import pytest
 
 from evaluation.errors import ZcpError
+from evaluation.evaluators import Evaluator
 from experiments import campaign, campaigns, heldout, transfer
+from gp.single import single_terminal_expressions
+from primitives.functions import REGISTRY
+from primitives.terminals import terminal_types
 from tests.campaigns import tiny_config
 
 
@@ -24,7 +28,8 @@ def test_report_scores_both_protocols_with_intervals(runs):
     tmp, dirs = runs
     result = heldout.report(dirs, tmp / "out", stratified_n=10, resamples=50, zoo=["params"], scores_dir=tmp / "scores")
     zoo = heldout.zoo_name("params")
-    assert set(result["random"]["cifar10"]) == {"evolved (seed 0)", "evolved (seed 1)", *campaign.BASELINES, zoo}
+    assert set(result["random"]["cifar10"]) == {"evolved (seed 0)", "evolved (seed 1)", *campaign.BASELINES, zoo,
+                                                 heldout.SINGLE_BEST, heldout.SINGLE_MAX}
     for protocol in ("random", "stratified"):  # the live zoo proxy and the cached terminal count the same
         table = result[protocol]["cifar10"]
         assert table[zoo]["kendall"] == table["#params"]["kendall"] and table[zoo]["n"] == table["#params"]["n"]
@@ -37,6 +42,43 @@ def test_report_scores_both_protocols_with_intervals(runs):
     assert json.loads((tmp / "out" / "results.json").read_text())["cost"][0]["networks"] == 24
     assert "stratified held-out" in (tmp / "out" / "results.md").read_text()
     assert (tmp / "out" / "fitness.png").stat().st_size > 0 and (tmp / "out" / "scatter.png").stat().st_size > 0
+
+
+def test_single_terminal_rows_bound_every_single_terminal_baseline(runs, tmp_path):
+    tmp, dirs = runs
+    result = heldout.report(dirs, tmp_path / "out", stratified_n=10, resamples=20, track_energy=False)
+    single = result["single_terminal"]
+    assert single["count"] == 2 * (2 + 2 * 5 + 25 + 30)  # tests/campaigns.py TERMS: 2 network, 2 layer, 1 vector, 1 matrix
+    # the ranking is the campaign's own search fitness (its evaluator on the search caches), best first
+    prepared = campaign.prepare(campaign.load_config(dirs[0] / "config.toml"), dirs[0], splits=("search",))
+    scorer = Evaluator(campaign.search_payload(campaign.load_config(dirs[0] / "config.toml"), prepared))
+    ranked = [row["expression"] for row in single["by_search_fitness"]]
+    assert [row["search_fitness"] for row in single["by_search_fitness"]] == scorer(ranked)
+    assert single["by_search_fitness"][0]["search_fitness"] >= max(scorer(list(campaign.BASELINES.values())))
+    assert result["expressions"][heldout.SINGLE_BEST] == ranked[0]
+    for protocol in ("random", "stratified"):
+        table = result[protocol]["cifar10"]
+        # every baseline is a single-terminal expression: the held-out maximum bounds them all
+        bound = table[heldout.SINGLE_MAX]
+        assert all(bound["kendall"] >= table[name]["kendall"] for name in (*campaign.BASELINES, heldout.SINGLE_BEST))
+        assert bound["n"] == table["#params"]["n"] and bound["expression"] in sum(
+            single_terminal_expressions(REGISTRY, terminal_types(prepared.terminals)).values(), [])
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert f"| {heldout.SINGLE_BEST} | `{ranked[0]}` |" in text
+    assert f"| {heldout.SINGLE_MAX} | `{result['random']['cifar10'][heldout.SINGLE_MAX]['expression']}` |" in text
+
+
+@pytest.mark.parametrize("name", ["#params", "MeCo (layers)"])
+def test_a_known_single_terminal_expression_scores_as_its_baseline(runs, tmp_path, monkeypatch, name):
+    tmp, dirs = runs
+    text = campaign.BASELINES[name]
+    monkeypatch.setattr(heldout, "single_terminal_expressions", lambda registry, types: {"only": [text]})
+    result = heldout.report(dirs[:1], tmp_path / "out", stratified_n=10, resamples=20, track_energy=False)
+    assert result["expressions"][heldout.SINGLE_BEST] == result["random"]["cifar10"][heldout.SINGLE_MAX]["expression"] == text
+    for protocol in ("random", "stratified"):
+        table = result[protocol]["cifar10"]
+        for row in (heldout.SINGLE_BEST, heldout.SINGLE_MAX):
+            assert table[row]["kendall"] == table[name]["kendall"] and table[row]["n"] == table[name]["n"]
 
 
 def test_unknown_zoo_proxy_is_refused_before_any_work(runs, tmp_path):

@@ -218,7 +218,7 @@ def test_serial_and_ray_islands_are_identical_also_after_an_actor_dies(tmp_path,
 
     config = load_config(tiny_config(tmp_path, cache_dir, generations=6), ISLAND_KEYS)
     prepared = campaign.prepare(config, tmp_path / "p", progress=False, splits=("search",))
-    payload = campaign._payload(config, prepared)
+    payload = campaign.search_payload(config, prepared)
     types = terminal_types(prepared.terminals)
     serial = Islands(REGISTRY, types, config.gp, payload.evolution_setup)
     try:
@@ -239,7 +239,7 @@ def test_serial_and_ray_islands_are_identical_also_after_an_actor_dies(tmp_path,
 def test_islands_1_campaign_uses_one_population(finished, tmp_path, cache_dir):
     config = load_config(tiny_config(tmp_path, cache_dir))
     prepared = campaign.prepare(config, tmp_path / "p", progress=False, splits=("search",))
-    payload = campaign._payload(config, prepared)
+    payload = campaign.search_payload(config, prepared)
     engine, _, close = campaign._engine(config, payload, terminal_types(prepared.terminals))
     close()
     assert type(engine) is Evolution
