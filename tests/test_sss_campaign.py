@@ -55,7 +55,8 @@ def test_tiny_sss_campaign_end_to_end(sss_campaign, sss_truth):
     zoo = heldout.zoo_name("params")
     for protocol, n in (("random", 12), ("stratified", 10)):
         table = result[protocol]["cifar10"]
-        assert {"evolved (seed 0)", "evolved (seed 1)", "#params", zoo} <= set(table)
+        assert {"evolved (seed 0)", "evolved (seed 1)", "#params", zoo, heldout.SINGLE_BEST, heldout.SINGLE_MAX} <= set(table)
+        assert table[heldout.SINGLE_MAX]["kendall"] >= max(table[name]["kendall"] for name in campaign.BASELINES)
         assert table[zoo]["n"] == table["#params"]["n"] == n
         # the live zoo proxy on the same SSS networks ranks them exactly as the cached parameter count
         assert table[zoo]["kendall"] == pytest.approx(table["#params"]["kendall"])

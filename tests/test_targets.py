@@ -9,6 +9,7 @@ import torch
 
 from evaluation.cache import load_cache
 from evaluation.errors import ZcpError
+from evaluation.evaluators import Evaluator
 from evaluation.images import load_batch
 from evaluation.paths import resolve_paths
 from evaluation.samples import read_sample
@@ -131,6 +132,13 @@ def test_a_cross_space_campaign_searches_and_reports_both_spaces(cross, tmp):
     result = heldout.report([run_dir], tmp / "cross-report", stratified_n=10, resamples=20)
     for protocol in ("random", "stratified"):
         assert list(result[protocol]) == names
+        assert all({heldout.SINGLE_BEST, heldout.SINGLE_MAX} <= set(result[protocol][name]) for name in names)
+    # search fitness of the single-terminal expressions: the campaign's, the minimum over both spaces
+    best = result["single_terminal"]["by_search_fitness"][0]
+    config = campaign.load_config(run_dir / "config.toml")
+    search = campaign.prepare(config, run_dir, splits=("search",))
+    per_space = Evaluator(campaign.search_payload(config, search)).per_target([best["expression"]])[0]
+    assert len(per_space) == 2 and best["search_fitness"] == min(per_space)
     assert "sss/cifar10, stratified held-out" in (tmp / "cross-report" / "results.md").read_text()
     rows, matrix = transfer.transfer([run_dir])
     assert list(rows) == ["tss+sss cifar10 (seed 0)"] and list(matrix["tss+sss cifar10 (seed 0)"]) == names
