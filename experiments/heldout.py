@@ -98,6 +98,20 @@ def _cell(name: str, scores: np.ndarray, accuracy: np.ndarray, resamples: int) -
     return {"n": row.n, **row.values, **{f"{m}_ci": list(ci) for m, ci in row.intervals.items()}}
 
 
+def _single_terminal(config: Config, prepared: Prepared, protocols: dict[str, list[Part]],
+                     resamples: int) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, Any]]]]:
+    """Score every single-terminal expression (gp/single.py) from the caches: results.json's summary
+    (``by_search_fitness``: the best :data:`SINGLE_TOP`, best first), and protocol -> part name ->
+    {:data:`SINGLE_MAX`: the cell of the best on that part}."""
+    begun = time.perf_counter()
+    singles = single_terminal_expressions(REGISTRY, terminal_types(prepared.terminals))
+    ranking = _search_ranking(config, prepared, singles)
+    best_on = {protocol: {part.name: {SINGLE_MAX: _best_on(part, singles, config, prepared.terminals, resamples)}
+                          for part in parts} for protocol, parts in protocols.items()}
+    return {"count": len(ranking), "metric": config.campaign.metric, "seconds": round(time.perf_counter() - begun, 1),
+            "by_search_fitness": [{"expression": t, "search_fitness": f} for t, f in ranking[:SINGLE_TOP]]}, best_on
+
+
 def _search_ranking(config: Config, prepared: Prepared, singles: dict[str, list[str]]) -> list[tuple[str, float]]:
     """Every single-terminal expression with its search fitness (the campaign's fitness on its search
     caches), best first; ties keep the enumeration order."""
@@ -121,16 +135,18 @@ def _best_on(part: Part, singles: dict[str, list[str]], config: Config, terminal
 
 
 def _score(texts: dict[str, str], zoo: list[str], parts: list[Part], config: Config, terminals: tuple[str, ...],
-           scores_dir: Path, resamples: int, meter: energy.EnergyMeter | energy.NoMeter) -> dict[str, dict[str, Any]]:
+           scores_dir: Path, resamples: int, meter: energy.EnergyMeter | energy.NoMeter,
+           scored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """part name -> proxy name -> {n, metric: value, metric_ci: [lo, hi]} on the held-out ``parts``, with
     the metrics and bootstrap of ``zcp compare`` (evaluation/report.py), so evolved proxies and the zoo
-    read alike."""
+    read alike; cells ``scored`` already (part name -> proxy name -> cell) follow those of ``texts``."""
     out: dict[str, dict[str, Any]] = {}
     for part in parts:
         fitness = Fitness([part.target()], terminals)
         with meter.phase("evolved and baselines (cache)"):
             table = out[part.name] = {name: _cell(name, fitness.scores(text)[0], part.accuracy, resamples)
                                       for name, text in texts.items()}
+        table.update(scored.get(part.name, {}))
         m, p = part.cache.manifest, config.parallel
         for ref in zoo:
             with meter.phase(f"zoo {ref} (live networks)") as row:
@@ -211,7 +227,7 @@ def markdown(result: dict[str, Any]) -> str:
                   "their energy is unknown, not estimated."]
     lines += [""]
     if result.get("report_energy"):
-        lines += ["Energy of this report (held-out caches, scoring):", "", *energy.markdown(result["report_energy"]), ""]
+        lines += ["Energy of this report (caches, scoring):", "", *energy.markdown(result["report_energy"]), ""]
     return "\n".join(lines)
 
 
@@ -256,35 +272,24 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     for ref in zoo:
         get_proxy(ref)
     meter = energy.energy_meter(out / energy.ENERGY_FILE, track_energy, energy_region)
-    with meter.phase("held-out caches"):
-        prepared = prepare(config, run_dir)  # the search caches too: single-terminal search fitness
+    with meter.phase("caches"):  # held-out, and search for the single-terminal search fitness
+        prepared = prepare(config, run_dir)
         stratified = _stratified(config, run_dir, prepared, stratified_n or config.sample.heldout_n, config.sample.bins)
     protocols = {"random": prepared.heldout, "stratified": stratified}
-    begun = time.perf_counter()
-    singles = single_terminal_expressions(REGISTRY, terminal_types(prepared.terminals))
     with meter.phase("single-terminal expressions (cache)"):
-        ranking = _search_ranking(config, prepared, singles)
-        best_on = {protocol: {part.name: _best_on(part, singles, config, prepared.terminals, resamples)
-                              for part in parts} for protocol, parts in protocols.items()}
-    single_seconds = time.perf_counter() - begun
+        single, best_on = _single_terminal(config, prepared, protocols, resamples)
     texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
-    texts[SINGLE_BEST] = ranking[0][0]
-    scored = {protocol: _score(texts, list(zoo), parts, config, prepared.terminals, scores_dir, resamples, meter)
-              for protocol, parts in protocols.items()}
-    for protocol, tables in scored.items():
-        for name, table in tables.items():
-            table[SINGLE_MAX] = best_on[protocol][name]
+    texts[SINGLE_BEST] = single["by_search_fitness"][0]["expression"]
+    scored = {protocol: _score(texts, list(zoo), parts, config, prepared.terminals, scores_dir, resamples, meter,
+                               best_on[protocol]) for protocol, parts in protocols.items()}
+    single["evolved_search_fitness"] = [r["entries"][0]["fitness"] for _, _, r in runs]
     result = {"runs": [str(r) for r, _, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo}
               | {SINGLE_MAX: "chosen on each held-out sample (its row names it)"},
               **scored,
               "stratified_notes": {part.name: list(part.sample.notes) for part in stratified},
-              "single_terminal": {"count": len(ranking), "metric": config.campaign.metric,
-                                  "seconds": round(single_seconds, 1),
-                                  "evolved_search_fitness": [r["entries"][0]["fitness"] for _, _, r in runs],
-                                  "by_search_fitness": [{"expression": t, "search_fitness": f}
-                                                        for t, f in ranking[:SINGLE_TOP]]},
+              "single_terminal": single,
               "cost": _cost(runs), "report_energy": meter.rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")

@@ -148,7 +148,7 @@ def test_heldout_report_takes_measured_energy_and_measures_its_own(runs):
                             zoo=["params"], scores_dir=tmp / "scores")
     on, off = result["cost"]
     assert on["energy_kwh"] > 0 and "CPU: " in on["energy_method"] and off["energy_kwh"] is None
-    assert [r["phase"] for r in result["report_energy"]] == ["held-out caches", "single-terminal expressions (cache)",
+    assert [r["phase"] for r in result["report_energy"]] == ["caches", "single-terminal expressions (cache)",
                                                              "evolved and baselines (cache)", "zoo params (live networks)"]
     text = (tmp / "report" / "results.md").read_text()
     assert "| not measured | run without energy tracking |" in text and "Energy of this report" in text
