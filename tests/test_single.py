@@ -1,5 +1,7 @@
 """Single-terminal expressions (gp/single.py): derived from the registry's type signatures, every
 terminal covered, every string a type-correct tree of the campaign's primitive set."""
+from collections import Counter
+
 import pytest
 from deap import gp
 
@@ -30,9 +32,7 @@ def test_every_terminal_gets_type_correct_single_terminal_trees(group):
 
 def test_the_standard_registry_gives_the_documented_shortest_chains():
     singles = single_terminal_expressions(REGISTRY, terminal_types(GROUPS["base"]))
-    per_type = {t: 0 for t in (NetScalar, RowScalar, Vector, Matrix)}
-    for name, type_ in terminal_types(GROUPS["base"]).items():
-        per_type[type_] += 1
+    per_type = Counter(terminal_types(GROUPS["base"]).values())
     expected = 2 * (per_type[NetScalar] + 5 * per_type[RowScalar] + 25 * per_type[Vector] + 30 * per_type[Matrix])
     assert sum(map(len, singles.values())) == expected == 1352  # the module docstring's count
     assert singles["params"] == ["params", "n_neg(params)"]
