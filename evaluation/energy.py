@@ -23,10 +23,11 @@ counts nothing for that phase. Local Ray processes (raylet and its workers) are 
 so they are counted; nodes of a cluster joined with ``--address`` are not. RAPL and NVML read the whole
 package or GPU, whoever used it.
 
-CodeCarbon's import and hardware detection (py-cpuinfo, its TDP table: about a CPU second) run in a thread
-beside the run's first phases and no phase waits for them. A phase over before they are done is recorded
-when the hardware is known; with counters, the seconds they did not cover (``unmeasured_s``) count at the
-power they measure next. Each row also records ``tracker_cpu_s``, the CPU seconds this accounting itself
+CodeCarbon's import and hardware detection (its TDP table; the CPU's name from /proc/cpuinfo where Linux
+has it, else from py-cpuinfo's extra process: 0.3-1 CPU second) run in a thread beside the run's first
+phases, and no phase waits for them. A phase over before they are done is recorded when the hardware is
+known; with counters, the seconds they did not cover (``unmeasured_s``) count at the power they measure
+next. Each row also records ``tracker_cpu_s``, the CPU seconds this accounting itself
 took in the phase (the first row: the set-up too), so its overhead can be read from any run.
 
 Offline and private: no network, no dashboard, no CodeCarbon file or lock file, no CodeCarbon thread;
@@ -41,6 +42,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -148,6 +150,33 @@ def tree_cpu_seconds(start: Snapshot, end: Snapshot) -> float:
     return max(total, 0.0)
 
 
+def kernel_cpu_model() -> str | None:
+    """The CPU's brand string as Linux's /proc/cpuinfo gives it ("model name"; None elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"^model name\s*:\s*(.+?)\s*$", text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+@contextmanager
+def _cpu_model_from_kernel() -> Iterator[None]:
+    """Hand CodeCarbon the CPU's brand string from /proc/cpuinfo while it detects the hardware.
+
+    CodeCarbon asks py-cpuinfo, which reads the brand string (CPUID) in a fresh Python process: most of
+    the set-up's CPU seconds. x86 Linux reports the same string; elsewhere py-cpuinfo runs as usual."""
+    import cpuinfo
+
+    model, original = kernel_cpu_model(), cpuinfo.get_cpu_info
+    if model:
+        cpuinfo.get_cpu_info = lambda: {"brand_raw": model}  # the one field CodeCarbon reads
+    try:
+        yield
+    finally:
+        cpuinfo.get_cpu_info = original
+
+
 @dataclass
 class Hardware:
     """What CodeCarbon detected: energy counters per part, else the CPU's TDP for the estimate; RAM model."""
@@ -177,7 +206,8 @@ def detect_hardware(output_dir: str, region: str) -> Hardware:
         output_dir=output_dir, country_iso_code=region or None)
     if not hasattr(tracker, "_active_task"):  # CodeCarbon swallows its own set-up errors
         raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
-    tracker._ensure_hardware_ready()
+    with _cpu_model_from_kernel():
+        tracker._ensure_hardware_ready()
     counters: dict[str, list[Any]] = defaultdict(list)
     tdp, cores, ram, parts = None, 1, None, []
     for hw in tracker._hardware:
@@ -450,5 +480,5 @@ def summary(rows: list[dict[str, Any]]) -> str:
     total = sum(r["kwh"] for r in rows)
     phases = ", ".join(f"{r['phase']} {_number(r['joules'])} J" for r in rows)
     how = rows[0]["method"] if rows[0]["measured"] else \
-        f"estimated by CodeCarbon, no RAPL or NVML readable here: {rows[0]['method']}"
+        f"estimated, no RAPL or NVML readable here: {rows[0]['method']}"
     return f"energy: {phases}; total {total:.3g} kWh = {_number(total * JOULES_PER_KWH)} J ({how})"

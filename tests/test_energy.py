@@ -127,6 +127,15 @@ def test_tree_cpu_counts_new_reaped_and_lost_processes():
     assert energy.tree_cpu_seconds(start, {root: (1.2, 0.0, 0)}) == pytest.approx(0.2)
 
 
+@pytest.mark.skipif(energy.kernel_cpu_model() is None, reason="no model name in /proc/cpuinfo (not x86 Linux)")
+def test_the_kernel_names_the_cpu_as_py_cpuinfo_does():
+    """CodeCarbon is handed /proc/cpuinfo's model name instead of running py-cpuinfo's extra process:
+    the same brand string, so the same TDP row."""
+    import cpuinfo
+
+    assert energy.kernel_cpu_model() == cpuinfo.get_cpu_info()["brand_raw"]
+
+
 def test_a_region_adds_co2_at_its_offline_intensity(tmp_path):
     meter = energy.energy_meter(tmp_path / "e.json", region="fra")
     with meter.phase("a"):
