@@ -41,7 +41,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import re
 import tempfile
 import threading
@@ -288,7 +287,7 @@ class EnergyMeter:
         self._setup.start()
 
     def _set_up(self) -> None:
-        children = _reaped_cpu()
+        before = _others_cpu(self._root)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             hardware = detect_hardware(str(self.path.parent), self.region)
@@ -302,7 +301,7 @@ class EnergyMeter:
             self._error = ZcpError(f"CodeCarbon failed to set up ({type(exc).__name__}: {exc}); {OFF_HINT}")
             return
         with self._lock:
-            self._setup_cpu = time.thread_time() + _reaped_cpu() - children  # py-cpuinfo runs in a child
+            self._setup_cpu = _others_cpu(self._root, before)
             self._hardware = hardware
             if self._open is not None:
                 self._start_counters(self._open)
@@ -362,14 +361,15 @@ class EnergyMeter:
                 self._open = None
                 if phase.counted_from is not None:
                     self._read_counters(phase)
+                hardware = self._hardware
             phase.done.set()
             if phase.reader is not None:
                 phase.reader.join()
             phase.seconds, phase.networks = end - phase.begin, extra.get("networks")
             phase.cpu_s = tree_cpu_seconds(phase.tree, tree_snapshot(self._root))
             phase.tracker_cpu += time.thread_time() - cpu
-        if self._hardware is None:  # over before the hardware was known: recorded with the next phase
-            self._deferred.append(phase)
+        if hardware is None or (hardware.counters and phase.counted_from is None):
+            self._deferred.append(phase)  # over before the hardware was known: recorded with the next phase
             return
         self._flush_deferred(_rates(phase))
         self._add(phase, _rates(phase))
@@ -400,9 +400,9 @@ class EnergyMeter:
             self._add(phase, rates)
 
     def _add(self, phase: _Phase, rates: dict[str, float]) -> None:
-        hardware = self._hardware
+        cpu, hardware = time.thread_time(), self._hardware
         assert hardware is not None
-        unmeasured = phase.seconds - phase.counted_s if hardware.counters else 0.0
+        unmeasured = max(0.0, phase.seconds - phase.counted_s) if hardware.counters else 0.0
         ram_watts = float(hardware.ram.total_power().W) if hardware.ram is not None and "ram" not in hardware.counters else 0.0
         kwh = {"cpu": hardware.tdp * phase.cpu_s / hardware.cores / JOULES_PER_KWH if hardware.tdp else 0.0,
                "ram": ram_watts * phase.seconds / JOULES_PER_KWH, "gpu": 0.0}
@@ -416,7 +416,7 @@ class EnergyMeter:
         row["seconds"] += phase.seconds
         row["cpu_s"] += phase.cpu_s
         row["unmeasured_s"] += unmeasured
-        row["tracker_cpu_s"] += phase.tracker_cpu + self._setup_cpu
+        row["tracker_cpu_s"] += phase.tracker_cpu + self._setup_cpu + time.thread_time() - cpu  # all but the write
         self._setup_cpu = 0.0
         for part in PARTS:
             row[f"{part}_kwh"] += kwh[part]
@@ -435,10 +435,19 @@ class EnergyMeter:
         atomic_write_text(self.path, json.dumps(self._rows, indent=1) + "\n")
 
 
-def _reaped_cpu() -> float:
-    """CPU seconds of this process's children that have ended and been reaped."""
-    times = os.times()
-    return times.children_user + times.children_system
+def _others_cpu(process: Any, before: dict[int, float] | None = None) -> dict[int, float] | float:
+    """CPU seconds by thread id of ``process`` (this one), with -1: its total and reaped children's; given
+    ``before`` (such a reading), the CPU seconds spent since by threads other than those alive now (the
+    caller's excepted) and by reaped children: the set-up thread's, CodeCarbon's pool threads' (ended by
+    now) and py-cpuinfo's process's, whatever the run's own threads did meanwhile."""
+    times = process.cpu_times()
+    now = {t.id: t.user_time + t.system_time for t in process.threads()}
+    now[-1] = sum(times[:4])
+    if before is None:
+        return now
+    me = threading.get_native_id()
+    others = sum(seconds - before.get(tid, 0.0) for tid, seconds in now.items() if tid not in (-1, me))
+    return max(0.0, now[-1] - before[-1] - others)
 
 
 def _rates(phase: _Phase) -> dict[str, float]:
