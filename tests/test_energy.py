@@ -46,31 +46,55 @@ def _tdp(row: dict) -> tuple[float, int] | None:
     return (float(found.group(1)), int(found.group(2))) if found else None
 
 
-def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path, capsys):
-    _warm(tmp_path)
-    meter = energy.energy_meter(tmp_path / "run" / "energy.json")
-    meter._setup.join()  # measured from their start on (the set-up test covers phases that begin earlier)
-    cpu, reaped = time.process_time(), sum(os.times()[2:4])
-    with meter.phase("busy") as row:
-        _busy(1.0)
-        subprocess.run([sys.executable, "-c", CHILD_BUSY, "0.5"], check=True)  # a child's CPU counts too
-        row["networks"] = 3
-    cpu, reaped = time.process_time() - cpu, sum(os.times()[2:4]) - reaped
-    with meter.phase("idle"):
-        time.sleep(1.0)
-    cpu_late = time.process_time()
-    with meter.phase("busy") as row:  # the same phase again adds to its row
-        _busy(0.5)
-        row["networks"] = 2
-    cpu_late = time.process_time() - cpu_late
+PHASES = """
+import json, os, subprocess, sys, time
+from evaluation.energy import energy_meter
+CHILD_BUSY = %r
+def _busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(1000))
+meter = energy_meter(sys.argv[1])
+meter._setup.join()  # measured from their start on (the set-up test covers phases that begin earlier)
+cpu, reaped = time.process_time(), sum(os.times()[2:4])
+with meter.phase("busy") as row:
+    _busy(1.0)
+    subprocess.run([sys.executable, "-c", CHILD_BUSY, "0.5"], check=True)  # a child's CPU counts too
+    row["networks"] = 3
+cpu, reaped = time.process_time() - cpu, sum(os.times()[2:4]) - reaped
+with meter.phase("idle"):
+    time.sleep(1.0)
+late = time.process_time()
+with meter.phase("busy") as row:  # the same phase again adds to its row
+    _busy(0.5)
+    row["networks"] = 2
+late = time.process_time() - late
+try:
+    with meter.phase("outer"), meter.phase("inner"):
+        pass
+except RuntimeError as exc:
+    nested = str(exc)
+print(json.dumps({"rows": meter.rows, "cpu_s": cpu + late, "reaped_s": reaped, "nested": nested}))
+""" % CHILD_BUSY
+
+
+def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path):
+    """In a fresh process (its tree: itself and the child it starts), so that the CPU seconds compared
+    are those of the same processes: children left by other tests (a Ray instance) would count too."""
+    out = subprocess.run([sys.executable, "-c", PHASES, str(tmp_path / "run" / "energy.json")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stderr == "" and len(out.stdout.splitlines()) == 1, out  # phases print nothing
+    result = json.loads(out.stdout)
     rows = json.loads((tmp_path / "run" / "energy.json").read_text())
-    assert rows == meter.rows and [r["phase"] for r in rows] == ["busy", "idle"]
+    assert rows == result["rows"] and [r["phase"] for r in rows] == ["busy", "idle"]
+    assert "do not nest" in result["nested"]
     busy, idle = rows
     assert busy["networks"] == 5 and busy["seconds"] > 2.0 and idle["seconds"] == pytest.approx(1.0, abs=0.3)
     assert busy["kwh"] > 0 and busy["joules"] == pytest.approx(busy["kwh"] * 3.6e6)
     assert busy["kwh"] == pytest.approx(busy["cpu_kwh"] + busy["gpu_kwh"] + busy["ram_kwh"])
     assert busy["joules_per_network"] == pytest.approx(busy["joules"] / 5)
-    assert busy["cpu_s"] == pytest.approx(cpu + reaped + cpu_late, abs=0.1) and reaped > 0.2  # this process + child
+    tree = result["cpu_s"] + result["reaped_s"]  # this process and its child
+    assert result["reaped_s"] > 0.2 and busy["cpu_s"] == pytest.approx(tree, abs=0.1)
     assert idle["cpu_s"] < 0.2 and 0 <= busy["tracker_cpu_s"] < 0.5
     assert "co2_kg" not in busy  # no region, no CO2
     assert busy["measured"] == any(source in busy["method"] for source in ("RAPL", "NVML"))
@@ -78,19 +102,16 @@ def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path, capsys):
     if estimate:  # the CPU estimate is TDP x (CPU seconds of the process tree) / cores, phase by phase
         tdp, cores = estimate
         assert cores == psutil.cpu_count()  # logical CPUs, CodeCarbon's count
-        assert busy["cpu_kwh"] * 3.6e6 == pytest.approx(tdp * (cpu + reaped + cpu_late) / cores, rel=0.1)
+        assert busy["cpu_kwh"] * 3.6e6 == pytest.approx(tdp * tree / cores, rel=0.1)
         assert idle["cpu_kwh"] * 3.6e6 == pytest.approx(tdp * idle["cpu_s"] / cores)
         watts = float(re.search(r"RAM: estimate \(([\d.]+) W\)", busy["method"]).group(1))
         assert busy["ram_kwh"] * 3.6e6 == pytest.approx(watts * busy["seconds"], rel=0.01)
     assert "CPU: " in busy["method"] and "RAM: " in busy["method"]
-    assert capsys.readouterr() == ("", "")  # phases print nothing: a run says it all in one summary line
     table = energy.markdown(rows)
     assert table[0].startswith("| phase | wall s | energy kWh | energy J |") and busy["method"] in table[2]
     line = energy.summary(rows)
     assert line.startswith("energy: busy ") and "\n" not in line
     assert ("estimated" in line) != busy["measured"] and line.count("estimate") <= 3
-    with pytest.raises(RuntimeError, match="do not nest"), meter.phase("outer"), meter.phase("inner"):
-        pass
 
 
 def test_descendants_started_during_a_phase_count_in_full(tmp_path):

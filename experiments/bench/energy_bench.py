@@ -77,6 +77,12 @@ def campaign(config: str, run_dir: Path, overrides: list[str], energy: bool) -> 
     return time.perf_counter() - start, _children_cpu() - cpu
 
 
+def _share(rows: list[dict]) -> str:
+    """The tracker's CPU seconds over those of the campaign's process tree in its phases, from energy.json rows."""
+    own, tree = sum(r["tracker_cpu_s"] for r in rows), sum(r["cpu_s"] for r in rows)
+    return f"{100 * own / tree:.2f}% of the campaign's ({own:.3f} of {tree:.1f} CPU-s)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="experiments/configs/quickstart.toml")
@@ -93,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
               f"while a phase runs {100 * fixed['during_cpu_s_per_s']:.2f}% of one core (whole process, idle phase)")
         overrides = [*args.set, f"cache.dir={json.dumps(str(folder / 'caches'))}"]
         warm, _ = campaign(args.config, folder / "warm-up", overrides, True)  # builds the shared caches
-        print(f"warm-up run (builds the caches; not counted in the overhead): {warm:.1f} s wall, energy per phase:")
-        print("\n".join(markdown(json.loads((folder / "warm-up" / ENERGY_FILE).read_text()))))
+        rows = json.loads((folder / "warm-up" / ENERGY_FILE).read_text())
+        print(f"warm-up run (builds the caches; not counted in the overhead): {warm:.1f} s wall, tracker's own CPU "
+              f"seconds {_share(rows)}; energy per phase:")
+        print("\n".join(markdown(rows)))
         runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-        tracker_cpu = tree_cpu = 0.0
+        tracked: list[dict] = []
         for rep in range(args.reps):
             for energy in (False, True):
                 run_dir = folder / f"{energy}-{rep}"
@@ -105,16 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                 line = f"run {rep}, energy {'on ' if energy else 'off'}: {wall:.1f} s wall, {cpu:.1f} CPU-s"
                 if energy:
                     rows = json.loads((run_dir / ENERGY_FILE).read_text())
-                    tracker_cpu += sum(r["tracker_cpu_s"] for r in rows)
-                    tree_cpu += sum(r["cpu_s"] for r in rows)
-                    line += (f" ({sum(r['cpu_s'] for r in rows):.1f} CPU-s of the process tree in phases, "
-                             f"tracker {sum(r['tracker_cpu_s'] for r in rows):.3f} CPU-s)")
+                    tracked += rows
+                    line += f"; tracker's own CPU seconds {_share(rows)}"
                 print(line)
         (off, off_cpu), (on, on_cpu) = ([statistics.median(x) for x in zip(*runs[e])] for e in (False, True))
         print(f"overhead, median of {args.reps} (target < 2%): wall {100 * (on / off - 1):+.2f}% "
               f"(off {off:.1f} s, on {on:.1f} s); CPU {100 * (on_cpu / off_cpu - 1):+.2f}% "
               f"(off {off_cpu:.1f} CPU-s, on {on_cpu:.1f} CPU-s of the zcp process); tracker's own CPU seconds "
-              f"{100 * tracker_cpu / tree_cpu:.2f}% of the campaigns' ({tracker_cpu:.2f} of {tree_cpu:.1f} CPU-s)")
+              f"{_share(tracked)}")
         cores = os.cpu_count() or 1
         expected = (fixed["setup_cpu_s"] + 3 * fixed["phase_cpu_s"]) / cores / off + fixed["during_cpu_s_per_s"] / cores
         print(f"expected from the fixed costs: {100 * expected:.2f}% of the wall time "
