@@ -287,7 +287,7 @@ class EnergyMeter:
         self._setup.start()
 
     def _set_up(self) -> None:
-        before = _others_cpu(self._root)
+        before = _cpu_by_thread(self._root)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             hardware = detect_hardware(str(self.path.parent), self.region)
@@ -301,7 +301,7 @@ class EnergyMeter:
             self._error = ZcpError(f"CodeCarbon failed to set up ({type(exc).__name__}: {exc}); {OFF_HINT}")
             return
         with self._lock:
-            self._setup_cpu = _others_cpu(self._root, before)
+            self._setup_cpu = _spent_aside(self._root, before)
             self._hardware = hardware
             if self._open is not None:
                 self._start_counters(self._open)
@@ -435,17 +435,18 @@ class EnergyMeter:
         atomic_write_text(self.path, json.dumps(self._rows, indent=1) + "\n")
 
 
-def _others_cpu(process: Any, before: dict[int, float] | None = None) -> dict[int, float] | float:
-    """CPU seconds by thread id of ``process`` (this one), with -1: its total and reaped children's; given
-    ``before`` (such a reading), the CPU seconds spent since by threads other than those alive now (the
-    caller's excepted) and by reaped children: the set-up thread's, CodeCarbon's pool threads' (ended by
-    now) and py-cpuinfo's process's, whatever the run's own threads did meanwhile."""
+def _cpu_by_thread(process: Any) -> dict[int, float]:
+    """CPU seconds of each thread of ``process`` (this one) by thread id, with -1: its total and its reaped
+    children's."""
     times = process.cpu_times()
-    now = {t.id: t.user_time + t.system_time for t in process.threads()}
-    now[-1] = sum(times[:4])
-    if before is None:
-        return now
-    me = threading.get_native_id()
+    return {-1: sum(times[:4]), **{t.id: t.user_time + t.system_time for t in process.threads()}}
+
+
+def _spent_aside(process: Any, before: dict[int, float]) -> float:
+    """CPU seconds ``process`` spent since ``before`` (:func:`_cpu_by_thread`) in the calling thread, in
+    threads that have ended since and in reaped children: the set-up's, CodeCarbon's pool threads' and
+    py-cpuinfo's process's, whatever the run's own threads did meanwhile."""
+    now, me = _cpu_by_thread(process), threading.get_native_id()
     others = sum(seconds - before.get(tid, 0.0) for tid, seconds in now.items() if tid not in (-1, me))
     return max(0.0, now[-1] - before[-1] - others)
 
