@@ -1,27 +1,54 @@
-"""Energy of a run's phases, measured with CodeCarbon's offline tracker (one meter per run).
+"""Energy of a run's phases: CodeCarbon's hardware detection and energy counters, zcp's CPU accounting.
 
-CodeCarbon reads the RAPL counters of the CPU package and NVIDIA's NVML where the machine exposes
-them; elsewhere it estimates CPU power from its table of processor TDPs times the measured CPU load,
-and RAM power from the memory size. Every figure carries which of these made it (``method``).
-Scope: this process and its children (local Ray workers included, remote cluster nodes not); RAPL
-and NVML read the whole package or GPU.
+Each part of a phase's energy is obtained in one of these ways, and its row's ``method`` says which:
 
-Offline and private: no network, no dashboard, no CodeCarbon file or lock file; the figures go to
-the run's own ``energy.json``, and a run prints one :func:`summary` line at its end, which says
-"estimated" where nothing was measured. CO2 only for a configured region (the country's average
-intensity from CodeCarbon's energy-mix table). With tracking off (:class:`NoMeter`) CodeCarbon is
-never imported.
+- CPU, measured: the package's RAPL counter (Linux; Windows EMI), read through CodeCarbon at the phase's
+  start and end and every ``COUNTER_SECS`` between (a counter that wraps during a long phase stays right).
+- GPU, measured: NVIDIA NVML's (AMD SMI's) energy counter, read the same way.
+- CPU, estimated where no RAPL is readable: ``E_cpu = TDP x cpu_s / cores``. TDP is CodeCarbon's table value
+  for the processor times the sockets (4 W per thread for a model the table lacks), ``cores`` the logical
+  CPUs (CodeCarbon's count), ``cpu_s`` the CPU seconds (user + system) the process tree spent in the phase.
+  That is CodeCarbon's own process-mode formula (power = TDP x load / cores, load = CPU seconds per wall
+  second, linear, no idle floor) with the CPU seconds counted by zcp: CodeCarbon samples the tree once a
+  second in a thread (which cost Ray campaigns 10-16% wall time) and counts a process from the first sample
+  that sees it, so a Ray worker started during a phase was counted only from then on.
+- RAM, estimated: CodeCarbon's RAM model (watts from the process tree's memory: per estimated DIMM, at
+  least two) times the phase's wall seconds, its power read at the phase's end.
+
+``cpu_s`` comes from a snapshot of this process and its descendants at the phase's start and end (psutil):
+each process's own CPU seconds plus those of its children it has reaped (an exited process's time moves
+into its parent's). A process started during the phase counts in full, one that ended and was reaped
+inside the tree counts up to its end; one that left the tree alive (re-parented when its parent died)
+counts nothing for that phase. Local Ray processes (raylet and its workers) are descendants of the driver,
+so they are counted; nodes of a cluster joined with ``--address`` are not. RAPL and NVML read the whole
+package or GPU, whoever used it.
+
+CodeCarbon's import and hardware detection (its TDP table; the CPU's name from /proc/cpuinfo where Linux
+has it, else from py-cpuinfo's extra process: 0.3-1 CPU second) run in a thread beside the run's first
+phases, and no phase waits for them. A phase over before they are done is recorded when the hardware is
+known; with counters, the seconds they did not cover (``unmeasured_s``) count at the power they measure
+next. Each row also records ``tracker_cpu_s``, the CPU seconds this accounting itself
+took in the phase (the first row: the set-up too), so its overhead can be read from any run.
+
+Offline and private: no network, no dashboard, no CodeCarbon file or lock file, no CodeCarbon thread;
+the figures go to the run's own ``energy.json``, and a run prints one :func:`summary` line at its end,
+which says "estimated" where nothing was measured. CO2 only for a configured region (the country's
+average intensity from CodeCarbon's energy-mix table). With tracking off (:class:`NoMeter`) neither
+CodeCarbon nor psutil is imported.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
 import logging
+import re
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +58,7 @@ from evaluation.errors import ZcpError
 ENERGY_FILE = "energy.json"
 JOULES_PER_KWH = 3.6e6
 PARTS = ("cpu", "gpu", "ram")
+COUNTER_SECS = 30.0  # energy counters are read at least this often during a phase
 OFF_HINT = "turn tracking off with --no-energy or [campaign] energy = false"
 NEEDS_CODECARBON = f"energy tracking needs codecarbon (pip install codecarbon==3.3.2); or {OFF_HINT}"
 
@@ -74,34 +102,134 @@ def check_writable(folder: Path) -> None:
 
 COUNTERS = {"intel_rapl": "RAPL", "windows_emi": "RAPL (Windows EMI)", "intel_power_gadget": "RAPL (Power Gadget)"}
 
+Snapshot = dict[tuple[int, float], tuple[float, float, int]]
 
-def _method(hardware: list[Any], ram_watts: float) -> tuple[str, bool]:
-    """How CodeCarbon obtains each part's energy, and whether any part is measured (RAPL / NVML).
 
-    Reads the tracker's hardware list: private in CodeCarbon, hence the pinned version."""
-    parts, measured = [], False
-    for hw in hardware:
+def tree_snapshot(root: Any) -> Snapshot:
+    """(pid, start time) -> (own CPU s, CPU s of its reaped children, parent pid) for the psutil process
+    ``root`` and its live descendants."""
+    import psutil
+
+    snapshot: Snapshot = {}
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        procs = [root]
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            snapshot[(proc.pid, proc.create_time())] = (times.user + times.system,
+                                                        times.children_user + times.children_system, proc.ppid())
+        except psutil.Error:  # ended meanwhile: its reaper's figure holds its time
+            continue
+    return snapshot
+
+
+def tree_cpu_seconds(start: Snapshot, end: Snapshot) -> float:
+    """CPU seconds a process tree spent between two snapshots (see the module docstring for what counts).
+
+    The total of (own + reaped children's) CPU seconds over the live processes grows by exactly the work
+    done when every process that ended was reaped inside the tree. The earlier seconds of processes gone
+    at ``end`` are subtracted only as far as the reaped seconds of their nearest surviving ancestor grew:
+    a process that left the tree alive counts zero for the phase (never less), and may take as much of
+    the last work of processes that ended under the same ancestor with it."""
+    total = sum(own + reaped for own, reaped, _ in end.values()) - sum(own + reaped for own, reaped, _ in start.values())
+    by_pid = {key[0]: key for key in start}
+    owed: dict[tuple[int, float] | None, float] = defaultdict(float)
+    for key, (own, reaped, ppid) in start.items():
+        if key in end:
+            continue
+        ancestor = by_pid.get(ppid)
+        while ancestor is not None and ancestor not in end:
+            ancestor = by_pid.get(start[ancestor][2])
+        owed[ancestor] += own + reaped
+    for ancestor, seconds in owed.items():
+        grew = end[ancestor][1] - start[ancestor][1] if ancestor is not None else 0.0
+        total += max(0.0, seconds - grew)
+    return max(total, 0.0)
+
+
+def kernel_cpu_model() -> str | None:
+    """The CPU's brand string as Linux's /proc/cpuinfo gives it ("model name"; None elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"^model name\s*:\s*(.+?)\s*$", text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+@contextmanager
+def _cpu_model_from_kernel() -> Iterator[None]:
+    """Hand CodeCarbon the CPU's brand string from /proc/cpuinfo while it detects the hardware.
+
+    CodeCarbon asks py-cpuinfo, which reads the brand string (CPUID) in a fresh Python process: most of
+    the set-up's CPU seconds. x86 Linux reports the same string; elsewhere py-cpuinfo runs as usual."""
+    import cpuinfo
+
+    model, original = kernel_cpu_model(), cpuinfo.get_cpu_info
+    if model:
+        cpuinfo.get_cpu_info = lambda: {"brand_raw": model}  # the one field CodeCarbon reads
+    try:
+        yield
+    finally:
+        cpuinfo.get_cpu_info = original
+
+
+@dataclass
+class Hardware:
+    """What CodeCarbon detected: energy counters per part, else the CPU's TDP for the estimate; RAM model."""
+    counters: dict[str, list[Any]]  # part -> CodeCarbon hardware objects read by start / measure_power_and_energy
+    tdp: float | None  # W, whole CPU (None: the CPU has a counter)
+    cores: int
+    ram: Any  # CodeCarbon's RAM model (total_power)
+    parts: list[str]  # how CPU / GPU are obtained, for ``method``
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.counters)
+
+
+def detect_hardware(output_dir: str, region: str) -> Hardware:
+    """CodeCarbon's hardware detection (RAPL / NVML / its TDP table and RAM model), without its scheduler.
+
+    Reads the tracker's hardware list and attributes: private in CodeCarbon, hence the pinned version."""
+    try:
+        from codecarbon import OfflineEmissionsTracker
+    except ImportError:
+        raise ZcpError(NEEDS_CODECARBON) from None
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    tracker = OfflineEmissionsTracker(
+        output_methods=[], emissions_endpoint=None, electricitymaps_api_token=None,
+        allow_multiple_runs=True, log_level="error", tracking_mode="process",
+        output_dir=output_dir, country_iso_code=region or None)
+    if not hasattr(tracker, "_active_task"):  # CodeCarbon swallows its own set-up errors
+        raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
+    with _cpu_model_from_kernel():
+        tracker._ensure_hardware_ready()
+    counters: dict[str, list[Any]] = defaultdict(list)
+    tdp, cores, ram, parts = None, 1, None, []
+    for hw in tracker._hardware:
         kind, mode = type(hw).__name__, getattr(hw, "_mode", None)
-        if kind == "CPU" and mode in COUNTERS:
-            parts.append(f"CPU: {COUNTERS[mode]}")
-            measured = True
-        elif kind == "CPU":
-            share = "load" if mode == "cpu_load" else "50% (no load reading)"
-            parts.append(f"CPU: estimate ({getattr(hw, '_tdp', '?')} W TDP x {share})")
-        elif kind == "GPU":
-            vendors = {type(d).__name__ for d in getattr(hw.devices, "devices", [])}
-            parts.append("GPU: AMD SMI" if any(v.startswith("AMD") for v in vendors) else "GPU: NVML")
-            measured = True
-        elif kind == "RAM":
-            parts.append(f"RAM: estimate ({ram_watts:g} W)")
+        chip = getattr(hw, "chip_part", kind).upper()  # Apple / Raspberry chips measure a CPU, GPU or RAM part
+        if kind == "RAM":
+            ram = hw
+        elif kind == "CPU" and mode == "cpu_load":
+            tdp, cores = float(hw._tdp), int(hw._cpu_count)
+            parts.append(f"CPU: estimate ({tdp:g} W TDP x CPU s / {cores} cores)")
         else:
-            parts.append(f"{kind}: {mode or 'measured'}")
-            measured = True
-    return ", ".join(sorted(parts)), measured
+            part = "gpu" if kind == "GPU" or chip == "GPU" else "ram" if chip == "RAM" else "cpu"
+            counters[part].append(hw)
+            if kind == "GPU":
+                vendors = {type(d).__name__ for d in getattr(hw.devices, "devices", [])}
+                parts.append("GPU: AMD SMI" if any(v.startswith("AMD") for v in vendors) else "GPU: NVML")
+            else:
+                parts.append(f"CPU: {COUNTERS[mode]}" if mode in COUNTERS else f"{kind} {chip}: {mode or 'measured'}")
+    return Hardware(dict(counters), tdp, cores, ram, parts)
 
 
 class NoMeter:
-    """Tracking off: phases run bare, nothing is recorded, CodeCarbon is not imported."""
+    """Tracking off: phases run bare, nothing is recorded, neither CodeCarbon nor psutil is imported."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -111,15 +239,33 @@ class NoMeter:
         yield {}
 
 
+@dataclass
+class _Phase:
+    """A phase in progress: the tree's CPU at its start, and what its energy counters read so far."""
+    name: str
+    begin: float
+    tree: Snapshot
+    tracker_cpu: float = 0.0
+    counted_from: float | None = None  # when its counters started (None: hardware not known yet)
+    last_read: float = 0.0
+    kwh: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PARTS, 0.0))
+    done: threading.Event = field(default_factory=threading.Event)
+    reader: threading.Thread | None = None
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    networks: int | None = None
+
+    @property
+    def counted_s(self) -> float:
+        return 0.0 if self.counted_from is None else self.last_read - self.counted_from
+
+
 class EnergyMeter:
     """Energy per named phase of one run, written to ``path`` (JSON) after every phase.
 
     ``with meter.phase("evolution") as row: ...`` measures the block; set ``row["networks"]`` inside
     it to get joules per network. A phase name used again adds to its row; a phase that raises is not
-    recorded. CodeCarbon's import and hardware detection (seconds: py-cpuinfo, its TDP table) run in a
-    thread beside the run's first phases instead of before them, and no phase waits for them: the
-    seconds before the tracker was ready (``unmeasured_s``) count at the power it measures next (the
-    rest of the phase, or the next phase; :attr:`rows` measures a moment if no phase is left)."""
+    recorded; phases of one meter do not nest. The module docstring says how each figure is obtained."""
 
     def __init__(self, path: str | Path, region: str = "") -> None:
         self.path = Path(path)
@@ -127,121 +273,161 @@ class EnergyMeter:
         self.region = check_region(region)
         mix = _energy_mix()  # a missing CodeCarbon is an error now, not after the first phase
         self._intensity = mix[self.region]["carbon_intensity"] if self.region else 0.0
+        import psutil  # after the check above: CodeCarbon depends on it
+
+        self._root = psutil.Process()
         self._rows: list[dict[str, Any]] = []
-        self._deferred: list[tuple[str, float, int | None]] = []  # phases over before the tracker was ready
-        self._tracker: Any = None
+        self._deferred: list[_Phase] = []  # phases over before the hardware was known
+        self._hardware: Hardware | None = None
         self._error: ZcpError | None = None
-        self._method, self._measured = "", False
+        self._setup_cpu = 0.0  # CPU seconds of the set-up, charged to the first row recorded
         self._lock = threading.Lock()
-        self._pending: tuple[str, float] | None = None  # (phase, start) waiting for the tracker
-        self._running: tuple[str, float] | None = None  # (phase, when the tracker started it)
+        self._open: _Phase | None = None
         self._setup = threading.Thread(target=self._set_up, name="zcp-energy-setup", daemon=True)
         self._setup.start()
 
     def _set_up(self) -> None:
-        try:
-            tracker = self._new_tracker()
-            tracker.start_task("set-up")  # detects the hardware
-            tracker.stop_task()
-        except Exception as exc:  # noqa: BLE001 (reported by the phase that needs the tracker)
-            self._error = exc if isinstance(exc, ZcpError) else ZcpError(
-                f"CodeCarbon failed to set up ({type(exc).__name__}: {exc}); {OFF_HINT}")
-            return
-        with self._lock:
-            self._tracker = tracker
-            if self._pending is not None:
-                tracker.start_task(self._pending[0])
-                self._running = (self._pending[0], time.perf_counter())
-                self._pending = None
-
-    def _new_tracker(self) -> Any:
-        try:
-            from codecarbon import OfflineEmissionsTracker
-        except ImportError:
-            raise ZcpError(NEEDS_CODECARBON) from None
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        before = _cpu_by_thread(self._root)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            hardware = detect_hardware(str(self.path.parent), self.region)
         except OSError as exc:
-            raise ZcpError(f"energy tracking cannot create {self.path.parent} ({exc.strerror or exc}); {OFF_HINT}") from None
-        tracker = OfflineEmissionsTracker(
-            output_methods=[], emissions_endpoint=None, electricitymaps_api_token=None,
-            allow_multiple_runs=True, log_level="error", tracking_mode="process",
-            output_dir=str(self.path.parent), country_iso_code=self.region or None,
-            force_carbon_intensity_g_co2e_kwh=self._intensity)
-        if not hasattr(tracker, "_active_task"):  # CodeCarbon swallows its own set-up errors
-            raise ZcpError(f"CodeCarbon could not set up its tracker; {OFF_HINT}")
-        return tracker
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per phase (phases that ended before the tracker was ready are recorded now)."""
-        if self._deferred:
-            self._setup.join()
-            self._raise_set_up_error()
-            self._tracker.start_task("now")
-            data = self._tracker.stop_task()
-            self._describe(data)
-            self._flush_deferred(_rates(data))
-        return self._rows
+            self._error = ZcpError(f"energy tracking cannot create {self.path.parent} ({exc.strerror or exc}); {OFF_HINT}")
+            return
+        except ZcpError as exc:
+            self._error = exc
+            return
+        except Exception as exc:  # noqa: BLE001 (reported by the phase that needs the hardware)
+            self._error = ZcpError(f"CodeCarbon failed to set up ({type(exc).__name__}: {exc}); {OFF_HINT}")
+            return
+        with self._lock:
+            self._setup_cpu = _spent_aside(self._root, before)
+            self._hardware = hardware
+            if self._open is not None:
+                self._start_counters(self._open)
 
     def _raise_set_up_error(self) -> None:
         if self._error is not None:
             raise self._error
 
+    def _start_counters(self, phase: _Phase) -> None:
+        """Start the hardware's energy counters for ``phase`` (with the lock held)."""
+        assert self._hardware is not None
+        for hardware in self._hardware.counters.values():
+            for hw in hardware:
+                hw.start()
+        phase.counted_from = phase.last_read = time.perf_counter()
+        if self._hardware.counters:
+            phase.reader = threading.Thread(target=self._read_every, args=(phase,), name="zcp-energy-counters", daemon=True)
+            phase.reader.start()
+
+    def _read_counters(self, phase: _Phase) -> None:
+        """Add what the energy counters measured since their last reading to ``phase`` (with the lock held)."""
+        assert self._hardware is not None
+        now = time.perf_counter()
+        for part, hardware in self._hardware.counters.items():
+            for hw in hardware:
+                if part == "gpu":
+                    hw.monitor_power()  # a power sample, used for a GPU without an energy counter
+                phase.kwh[part] += float(hw.measure_power_and_energy(last_duration=now - phase.last_read)[1].kWh)
+        phase.last_read = now
+
+    def _read_every(self, phase: _Phase) -> None:
+        while not phase.done.wait(COUNTER_SECS):
+            with self._lock:
+                if self._open is phase:
+                    self._read_counters(phase)
+        phase.tracker_cpu += time.thread_time()
+
     @contextmanager
     def phase(self, name: str) -> Iterator[dict[str, Any]]:
-        begin = time.perf_counter()
+        cpu = time.thread_time()
+        phase = _Phase(name, time.perf_counter(), tree_snapshot(self._root))
         with self._lock:
             self._raise_set_up_error()
-            if self._tracker is None:
-                self._pending = (name, begin)
-            else:
-                self._tracker.start_task(name)
-                self._running = (name, begin)
+            if self._open is not None:
+                raise RuntimeError(f"energy phase {name!r} started inside {self._open.name!r}: phases of one meter do not nest")
+            self._open = phase
+            if self._hardware is not None:
+                self._start_counters(phase)
+        phase.tracker_cpu += time.thread_time() - cpu
         extra: dict[str, Any] = {}
         try:
             yield extra
         finally:
+            cpu = time.thread_time()
             end = time.perf_counter()
             with self._lock:
-                self._pending, running, self._running = None, self._running, None
-                data = self._tracker.stop_task() if running else None
-        if data is None:  # over before the tracker was ready: recorded at the power of the next measured phase
-            self._deferred.append((name, end - begin, extra.get("networks")))
+                self._open = None
+                if phase.counted_from is not None:
+                    self._read_counters(phase)
+                hardware = self._hardware
+            phase.done.set()
+            if phase.reader is not None:
+                phase.reader.join()
+            phase.seconds, phase.networks = end - phase.begin, extra.get("networks")
+            phase.cpu_s = tree_cpu_seconds(phase.tree, tree_snapshot(self._root))
+            phase.tracker_cpu += time.thread_time() - cpu
+        if hardware is None or (hardware.counters and phase.counted_from is None):
+            self._deferred.append(phase)  # over before the hardware was known: recorded with the next phase
             return
-        self._describe(data)
-        rates = _rates(data)
-        self._flush_deferred(rates)
-        unmeasured = running[1] - begin
-        self._add(name, end - begin, unmeasured, extra.get("networks"),
-                  {part: float(getattr(data, f"{part}_energy")) + unmeasured * rates[part] for part in PARTS})
+        self._flush_deferred(_rates(phase))
+        self._add(phase, _rates(phase))
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per phase (phases that ended before the hardware was known are recorded now)."""
+        if self._deferred:
+            self._setup.join()
+            self._raise_set_up_error()
+            self._flush_deferred({})
+        return self._rows
 
     def _flush_deferred(self, rates: dict[str, float]) -> None:
+        """Record the phases over before the hardware was known; with energy counters, at ``rates``
+        (those of the phase measured next, else of a moment measured now)."""
         deferred, self._deferred = self._deferred, []
-        for name, seconds, networks in deferred:
-            self._add(name, seconds, seconds, networks, {part: seconds * rates[part] for part in PARTS})
+        if deferred and self._hardware.counters and not rates:
+            moment = _Phase("moment", time.perf_counter(), {})
+            with self._lock:
+                self._start_counters(moment)
+            time.sleep(0.5)
+            with self._lock:
+                self._read_counters(moment)
+            moment.done.set()
+            rates = _rates(moment)
+        for phase in deferred:
+            self._add(phase, rates)
 
-    def _describe(self, data: Any) -> None:
-        if not self._method:
-            self._method, self._measured = _method(self._tracker._hardware, data.ram_power)
-
-    def _add(self, name: str, seconds: float, unmeasured: float, networks: int | None, kwh: dict[str, float]) -> None:
-        row = next((r for r in self._rows if r["phase"] == name), None)
+    def _add(self, phase: _Phase, rates: dict[str, float]) -> None:
+        cpu, hardware = time.thread_time(), self._hardware
+        assert hardware is not None
+        unmeasured = max(0.0, phase.seconds - phase.counted_s) if hardware.counters else 0.0
+        ram_watts = float(hardware.ram.total_power().W) if hardware.ram is not None and "ram" not in hardware.counters else 0.0
+        kwh = {"cpu": hardware.tdp * phase.cpu_s / hardware.cores / JOULES_PER_KWH if hardware.tdp else 0.0,
+               "ram": ram_watts * phase.seconds / JOULES_PER_KWH, "gpu": 0.0}
+        for part in hardware.counters:
+            kwh[part] = phase.kwh[part] + unmeasured * rates.get(part, 0.0)
+        row = next((r for r in self._rows if r["phase"] == phase.name), None)
         if row is None:
-            row = {"phase": name, "seconds": 0.0, "unmeasured_s": 0.0, "kwh": 0.0,
-                   **{f"{part}_kwh": 0.0 for part in PARTS}}
+            row = {"phase": phase.name, "seconds": 0.0, "cpu_s": 0.0, "unmeasured_s": 0.0, "kwh": 0.0,
+                   **{f"{part}_kwh": 0.0 for part in PARTS}, "tracker_cpu_s": 0.0}
             self._rows.append(row)
-        row["seconds"] += seconds
+        row["seconds"] += phase.seconds
+        row["cpu_s"] += phase.cpu_s
         row["unmeasured_s"] += unmeasured
+        row["tracker_cpu_s"] += phase.tracker_cpu + self._setup_cpu + time.thread_time() - cpu  # all but the write
+        self._setup_cpu = 0.0
         for part in PARTS:
             row[f"{part}_kwh"] += kwh[part]
         row["kwh"] = sum(row[f"{part}_kwh"] for part in PARTS)
         row["joules"] = row["kwh"] * JOULES_PER_KWH
-        if networks is not None:
-            row["networks"] = row.get("networks", 0) + networks
+        if phase.networks is not None:
+            row["networks"] = row.get("networks", 0) + phase.networks
             row["joules_per_network"] = row["joules"] / row["networks"] if row["networks"] else None
-        row["method"], row["measured"] = self._method, self._measured
+        ram = [] if "ram" in hardware.counters else \
+            [f"RAM: estimate ({row['ram_kwh'] * JOULES_PER_KWH / row['seconds'] if row['seconds'] else ram_watts:.3g} W)"]
+        row["method"], row["measured"] = ", ".join(sorted(hardware.parts + ram)), hardware.measured
         if row["unmeasured_s"] >= 0.05:
             row["method"] += f"; {row['unmeasured_s']:.1f} s of it (CodeCarbon setting up) at the power measured next"
         if self.region:
@@ -249,10 +435,25 @@ class EnergyMeter:
         atomic_write_text(self.path, json.dumps(self._rows, indent=1) + "\n")
 
 
-def _rates(data: Any) -> dict[str, float]:
-    """kWh per second of each part over a measured task (its power where it lasted under a second)."""
-    return {part: float(getattr(data, f"{part}_energy")) / data.duration if data.duration >= 1
-            else float(getattr(data, f"{part}_power")) / JOULES_PER_KWH for part in PARTS}
+def _cpu_by_thread(process: Any) -> dict[int, float]:
+    """CPU seconds of each thread of ``process`` (this one) by thread id, with -1: its total and its reaped
+    children's."""
+    times = process.cpu_times()
+    return {-1: sum(times[:4]), **{t.id: t.user_time + t.system_time for t in process.threads()}}
+
+
+def _spent_aside(process: Any, before: dict[int, float]) -> float:
+    """CPU seconds ``process`` spent since ``before`` (:func:`_cpu_by_thread`) in the calling thread, in
+    threads that have ended since and in reaped children: the set-up's, CodeCarbon's pool threads' and
+    py-cpuinfo's process's, whatever the run's own threads did meanwhile."""
+    now, me = _cpu_by_thread(process), threading.get_native_id()
+    others = sum(seconds - before.get(tid, 0.0) for tid, seconds in now.items() if tid not in (-1, me))
+    return max(0.0, now[-1] - before[-1] - others)
+
+
+def _rates(phase: _Phase) -> dict[str, float]:
+    """kWh per second each energy counter measured over ``phase`` ({} where none ran)."""
+    return {part: kwh / phase.counted_s for part, kwh in phase.kwh.items()} if phase.counted_s > 0 else {}
 
 
 def energy_meter(path: str | Path, enabled: bool = True, region: str = "") -> EnergyMeter | NoMeter:
@@ -289,5 +490,5 @@ def summary(rows: list[dict[str, Any]]) -> str:
     total = sum(r["kwh"] for r in rows)
     phases = ", ".join(f"{r['phase']} {_number(r['joules'])} J" for r in rows)
     how = rows[0]["method"] if rows[0]["measured"] else \
-        f"estimated by CodeCarbon, no RAPL or NVML readable here: {rows[0]['method']}"
+        f"estimated, no RAPL or NVML readable here: {rows[0]['method']}"
     return f"energy: {phases}; total {total:.3g} kWh = {_number(total * JOULES_PER_KWH)} J ({how})"

@@ -8,7 +8,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from evaluation import energy
@@ -34,45 +36,128 @@ def _warm(tmp_path: Path) -> None:
     energy.energy_meter(tmp_path / "warm" / "energy.json")._setup.join()
 
 
-def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path, capsys):
-    _warm(tmp_path)
-    meter = energy.energy_meter(tmp_path / "run" / "energy.json")
-    meter._setup.join()  # measured from their start on (the set-up test covers phases that begin earlier)
-    cpu = time.process_time()
-    with meter.phase("busy") as row:
-        _busy(1.5)
-        row["networks"] = 3
-    cpu = time.process_time() - cpu
-    with meter.phase("idle"):
-        time.sleep(1.0)
-    cpu_late = time.process_time()
-    with meter.phase("busy") as row:  # the same phase again adds to its row
-        _busy(0.5)
-        row["networks"] = 2
-    cpu_late = time.process_time() - cpu_late
+CHILD_BUSY = ("import sys, time\nend = time.perf_counter() + float(sys.argv[1])\n"
+              "while time.perf_counter() < end: sum(range(1000))\n")
+
+
+def _tdp(row: dict) -> tuple[float, int] | None:
+    """The (TDP W, cores) of a row's CPU estimate (None where its CPU was measured)."""
+    found = re.search(r"CPU: estimate \(([\d.]+) W TDP x CPU s / (\d+) cores\)", row["method"])
+    return (float(found.group(1)), int(found.group(2))) if found else None
+
+
+PHASES = """
+import json, os, subprocess, sys, time
+from evaluation.energy import energy_meter
+CHILD_BUSY = %r
+def _busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(1000))
+setup = sum(os.times()[:4])
+meter = energy_meter(sys.argv[1])
+meter._setup.join()  # measured from their start on (the set-up test covers phases that begin earlier)
+setup = sum(os.times()[:4]) - setup  # CodeCarbon's set-up, all its threads and processes
+cpu, reaped = time.process_time(), sum(os.times()[2:4])
+with meter.phase("busy") as row:
+    _busy(1.0)
+    subprocess.run([sys.executable, "-c", CHILD_BUSY, "0.5"], check=True)  # a child's CPU counts too
+    row["networks"] = 3
+cpu, reaped = time.process_time() - cpu, sum(os.times()[2:4]) - reaped
+with meter.phase("idle"):
+    time.sleep(1.0)
+late = time.process_time()
+with meter.phase("busy") as row:  # the same phase again adds to its row
+    _busy(0.5)
+    row["networks"] = 2
+late = time.process_time() - late
+try:
+    with meter.phase("outer"), meter.phase("inner"):
+        pass
+except RuntimeError as exc:
+    nested = str(exc)
+print(json.dumps({"rows": meter.rows, "cpu_s": cpu + late, "reaped_s": reaped, "nested": nested, "setup_s": setup}))
+""" % CHILD_BUSY
+
+
+def test_phases_are_measured_in_kwh_and_joules_and_say_how(tmp_path):
+    """In a fresh process (its tree: itself and the child it starts), so that the CPU seconds compared
+    are those of the same processes: children left by other tests (a Ray instance) would count too."""
+    out = subprocess.run([sys.executable, "-c", PHASES, str(tmp_path / "run" / "energy.json")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stderr == "" and len(out.stdout.splitlines()) == 1, out  # phases print nothing
+    result = json.loads(out.stdout)
     rows = json.loads((tmp_path / "run" / "energy.json").read_text())
-    assert rows == meter.rows and [r["phase"] for r in rows] == ["busy", "idle"]
+    assert rows == result["rows"] and [r["phase"] for r in rows] == ["busy", "idle"]
+    assert "do not nest" in result["nested"]
     busy, idle = rows
-    assert busy["networks"] == 5 and busy["seconds"] == pytest.approx(2.0, abs=0.5)
+    assert busy["networks"] == 5 and busy["seconds"] > 2.0 and idle["seconds"] == pytest.approx(1.0, abs=0.3)
     assert busy["kwh"] > 0 and busy["joules"] == pytest.approx(busy["kwh"] * 3.6e6)
     assert busy["kwh"] == pytest.approx(busy["cpu_kwh"] + busy["gpu_kwh"] + busy["ram_kwh"])
     assert busy["joules_per_network"] == pytest.approx(busy["joules"] / 5)
-    assert busy["cpu_kwh"] / busy["seconds"] > idle["cpu_kwh"] / idle["seconds"]  # load shows in the CPU figure
+    tree = result["cpu_s"] + result["reaped_s"]  # this process and its child
+    assert result["reaped_s"] > 0.2 and busy["cpu_s"] == pytest.approx(tree, abs=0.1)
+    assert idle["cpu_s"] < 0.2 and 0 <= idle["tracker_cpu_s"] < 0.05  # two tree snapshots, the RAM model
+    assert busy["tracker_cpu_s"] == pytest.approx(result["setup_s"], abs=0.1)  # the set-up's, charged to row 1
     assert "co2_kg" not in busy  # no region, no CO2
     assert busy["measured"] == any(source in busy["method"] for source in ("RAPL", "NVML"))
-    tdp = re.search(r"CPU: estimate \(([\d.]+) W TDP x load\)", busy["method"])
-    if tdp:  # the estimate is the TDP's share of this process's CPU time, phase by phase
-        share = float(tdp.group(1)) / (os.cpu_count() or 1)
-        # On an idle 2-core machine CodeCarbon's process-mode figure reads 1.35x this share, steadily
-        # (its cause is open, issue 17); the bound keeps it tied to the process's CPU time.
-        assert busy["cpu_kwh"] * 3.6e6 == pytest.approx(share * (cpu + cpu_late), rel=0.5)
+    estimate = _tdp(busy)
+    if estimate:  # the CPU estimate is TDP x (CPU seconds of the process tree) / cores, phase by phase
+        tdp, cores = estimate
+        assert cores == psutil.cpu_count()  # logical CPUs, CodeCarbon's count
+        assert busy["cpu_kwh"] * 3.6e6 == pytest.approx(tdp * tree / cores, rel=0.1)
+        assert idle["cpu_kwh"] * 3.6e6 == pytest.approx(tdp * idle["cpu_s"] / cores)
+        watts = float(re.search(r"RAM: estimate \(([\d.]+) W\)", busy["method"]).group(1))
+        assert busy["ram_kwh"] * 3.6e6 == pytest.approx(watts * busy["seconds"], rel=0.01)
     assert "CPU: " in busy["method"] and "RAM: " in busy["method"]
-    assert capsys.readouterr() == ("", "")  # phases print nothing: a run says it all in one summary line
     table = energy.markdown(rows)
     assert table[0].startswith("| phase | wall s | energy kWh | energy J |") and busy["method"] in table[2]
     line = energy.summary(rows)
     assert line.startswith("energy: busy ") and "\n" not in line
     assert ("estimated" in line) != busy["measured"] and line.count("estimate") <= 3
+
+
+def test_descendants_started_during_a_phase_count_in_full(tmp_path):
+    """A grandchild started mid-phase and still running at its end (as a Ray worker under the raylet)
+    counts from its start: the tree is read at the phase's start and end only, by zcp."""
+    meter = energy.energy_meter(tmp_path / "e.json")
+    meter._setup.join()
+    work = "import time\nwhile time.process_time() < 0.5: pass\ntime.sleep(60)\n"  # 0.5 CPU-s, then idle
+    spawn = f"import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', {work!r}])\nsys.stdin.read(); p.kill(); p.wait()\n"
+    with meter.phase("workers"):
+        parent = subprocess.Popen([sys.executable, "-c", spawn], stdin=subprocess.PIPE, text=True)
+        deadline, busy = time.perf_counter() + 60, 0.0
+        while busy < 0.45 and time.perf_counter() < deadline:  # psutil counts 10 ms ticks
+            time.sleep(0.2)
+            busy = sum(sum(p.cpu_times()[:2]) for p in psutil.Process(parent.pid).children())
+    parent.communicate("")
+    assert busy >= 0.45 and meter.rows[0]["cpu_s"] >= busy
+
+
+def test_tree_cpu_counts_new_reaped_and_lost_processes():
+    """Snapshots (pid, start) -> (own s, reaped children's s, parent): a process that ended counts up to
+    its end when its parent reaped it, and nothing (never less) when it left the tree."""
+    root, a, b = (1, 0.0), (2, 0.0), (3, 0.0)
+    start = {root: (1.0, 0.0, 0), a: (2.0, 0.5, 1), b: (3.0, 0.0, 2)}
+    assert energy.tree_cpu_seconds(start, {root: (1.5, 0.0, 0), a: (2.0, 0.5, 1), b: (3.0, 0.0, 2),
+                                           (4, 9.0): (0.7, 0.0, 1)}) == pytest.approx(1.2)  # new: in full
+    # b ended after 1 more second, reaped by a: a's reaped seconds grew by b's whole 4 s
+    assert energy.tree_cpu_seconds(start, {root: (1.0, 0.0, 0), a: (2.0, 4.5, 1)}) == pytest.approx(1.0)
+    # a and b ended, a reaped b, root reaped a: root's reaped seconds hold a's 2.5 own and 4.5 reaped
+    assert energy.tree_cpu_seconds(start, {root: (1.0, 7.0, 0)}) == pytest.approx(1.5)
+    # a ended (0.5 s more) but b left the tree alive: b's seconds are lost, and a's extra half second
+    # with them (root's reaped seconds grew by 3 < the 5.5 a and b had): never a negative figure
+    assert energy.tree_cpu_seconds(start, {root: (1.0, 3.0, 0)}) == 0.0
+    assert energy.tree_cpu_seconds(start, {root: (1.2, 0.0, 0)}) == pytest.approx(0.2)
+
+
+@pytest.mark.skipif(energy.kernel_cpu_model() is None, reason="no model name in /proc/cpuinfo (not x86 Linux)")
+def test_the_kernel_names_the_cpu_as_py_cpuinfo_does():
+    """CodeCarbon is handed /proc/cpuinfo's model name instead of running py-cpuinfo's extra process:
+    the same brand string, so the same TDP row."""
+    import cpuinfo
+
+    assert energy.kernel_cpu_model() == cpuinfo.get_cpu_info()["brand_raw"]
 
 
 def test_a_region_adds_co2_at_its_offline_intensity(tmp_path):
@@ -220,37 +305,74 @@ def test_unwritable_folder_is_refused_before_any_work(tmp_path):
 
 
 def test_set_up_runs_beside_the_first_phase_and_its_seconds_are_counted(tmp_path, monkeypatch):
-    """CodeCarbon's set-up (import, hardware detection) overlaps the first phase; the seconds before the
-    tracker was ready count at the power the phase measured afterwards, even for a phase shorter than it."""
+    """CodeCarbon's set-up (import, hardware detection) overlaps the first phase, which does not wait for
+    it: the CPU estimate counts the phase from its start anyway (its CPU seconds are read by zcp), and a
+    phase over before the set-up is recorded once the hardware is known."""
     _warm(tmp_path)
-    new_tracker = energy.EnergyMeter._new_tracker
+    detect = energy.detect_hardware
 
-    def slow(self):
+    def slow(*args):
         time.sleep(1.0)
-        return new_tracker(self)
+        return detect(*args)
 
-    monkeypatch.setattr(energy.EnergyMeter, "_new_tracker", slow)
+    monkeypatch.setattr(energy, "detect_hardware", slow)
     meter = energy.energy_meter(tmp_path / "e.json")
     start = time.perf_counter()
     with meter.phase("long"):
-        time.sleep(2.5)
-    assert time.perf_counter() - start < 3.0  # the phase did not wait for the set-up
-    with meter.phase("next"):
-        time.sleep(0.2)
-    long, nxt = meter.rows
-    assert long["seconds"] == pytest.approx(2.5, abs=0.3) and long["unmeasured_s"] == pytest.approx(1.0, abs=0.5)
-    assert long["kwh"] > 0 and "CodeCarbon setting up" in long["method"]
-    assert nxt["unmeasured_s"] == 0 and "setting up" not in nxt["method"]
+        _busy(2.0)
+    assert time.perf_counter() - start < 2.5  # the phase did not wait for the set-up
     short = energy.energy_meter(tmp_path / "s.json")
-    start = time.perf_counter()
-    with short.phase("short"):  # over before the tracker is ready: recorded at the power measured next
+    with short.phase("short"):  # over before the hardware is known
+        _busy(0.3)
+    assert time.perf_counter() - start < 3.0 and not (tmp_path / "s.json").exists()
+    for row in (*meter.rows, *short.rows):  # reading them waits for the set-up
+        assert row["cpu_s"] > 0.1 and row["kwh"] > 0 and row["unmeasured_s"] == 0
+        estimate = _tdp(row)
+        if estimate:
+            assert row["cpu_kwh"] * 3.6e6 == pytest.approx(estimate[0] * row["cpu_s"] / estimate[1])
+    assert meter.rows[0]["tracker_cpu_s"] > 0  # the set-up's CPU seconds, charged to the first row
+
+
+class FakeCounter:
+    """A CodeCarbon hardware object with an energy counter (as RAPL or NVML) at a steady 50 W."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def start(self) -> None:
         pass
-    with short.phase("short too"):
+
+    def measure_power_and_energy(self, last_duration: float) -> tuple[None, SimpleNamespace]:
+        self.reads += 1
+        return None, SimpleNamespace(kWh=50 * last_duration / 3.6e6)
+
+
+def test_energy_counters_are_read_during_a_phase_and_cover_the_set_up(tmp_path, monkeypatch):
+    """With a counter (RAPL / NVML) the CPU figure is the counter's, read every COUNTER_SECS (a counter that
+    wraps stays right); the seconds before the set-up count at the power measured next."""
+    counter = FakeCounter()
+
+    def counters(*args):
+        time.sleep(1.0)
+        return energy.Hardware({"cpu": [counter]}, None, 2, None, ["CPU: RAPL"])
+
+    monkeypatch.setattr(energy, "detect_hardware", counters)
+    monkeypatch.setattr(energy, "COUNTER_SECS", 0.2)
+    meter = energy.energy_meter(tmp_path / "e.json")
+    with meter.phase("before"):
         pass
-    assert time.perf_counter() - start < 0.5  # neither waited for the set-up
-    first, second = short.rows  # reading them waits for the set-up and measures a moment
-    assert first["phase"] == "short" and first["kwh"] > 0
-    assert first["unmeasured_s"] == pytest.approx(first["seconds"]) and second["unmeasured_s"] == second["seconds"]
-    with short.phase("measured"):
-        time.sleep(1.1)
-    assert short.rows[2]["unmeasured_s"] == 0 and json.loads((tmp_path / "s.json").read_text()) == short.rows
+    with meter.phase("across"):
+        time.sleep(2.0)
+    reads = counter.reads
+    with meter.phase("after") as row:
+        time.sleep(1.0)
+        row["networks"] = 4
+    before, across, after = meter.rows
+    assert reads >= 5 and counter.reads - reads >= 4  # read during the phases, not only at their ends
+    assert across["unmeasured_s"] == pytest.approx(1.0, abs=0.5) and "CodeCarbon setting up" in across["method"]
+    assert before["unmeasured_s"] == pytest.approx(before["seconds"]) and after["unmeasured_s"] < 0.05
+    for row in (before, across, after):
+        assert row["cpu_kwh"] * 3.6e6 == pytest.approx(50 * row["seconds"], rel=0.01)
+        assert row["measured"] and row["method"].startswith("CPU: RAPL") and row["ram_kwh"] == 0
+    assert after["joules_per_network"] == pytest.approx(50 * after["seconds"] / 4, rel=0.01)
+    assert "estimated" not in energy.summary(meter.rows)
