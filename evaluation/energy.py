@@ -268,6 +268,7 @@ class EnergyMeter:
     recorded; phases of one meter do not nest. The module docstring says how each figure is obtained."""
 
     def __init__(self, path: str | Path, region: str = "") -> None:
+        cpu = time.thread_time()
         self.path = Path(path)
         check_writable(self.path.parent)
         self.region = check_region(region)
@@ -280,7 +281,7 @@ class EnergyMeter:
         self._deferred: list[_Phase] = []  # phases over before the hardware was known
         self._hardware: Hardware | None = None
         self._error: ZcpError | None = None
-        self._setup_cpu = 0.0  # CPU seconds of the set-up, charged to the first row recorded
+        self._setup_cpu = time.thread_time() - cpu  # CPU seconds of the set-up (this and the thread's), charged to the first row recorded
         self._lock = threading.Lock()
         self._open: _Phase | None = None
         self._setup = threading.Thread(target=self._set_up, name="zcp-energy-setup", daemon=True)
@@ -301,7 +302,7 @@ class EnergyMeter:
             self._error = ZcpError(f"CodeCarbon failed to set up ({type(exc).__name__}: {exc}); {OFF_HINT}")
             return
         with self._lock:
-            self._setup_cpu = _spent_aside(self._root, before)
+            self._setup_cpu += _spent_aside(self._root, before)
             self._hardware = hardware
             if self._open is not None:
                 self._start_counters(self._open)
@@ -443,11 +444,12 @@ def _cpu_by_thread(process: Any) -> dict[int, float]:
 
 
 def _spent_aside(process: Any, before: dict[int, float]) -> float:
-    """CPU seconds ``process`` spent since ``before`` (:func:`_cpu_by_thread`) in the calling thread, in
-    threads that have ended since and in reaped children: the set-up's, CodeCarbon's pool threads' and
-    py-cpuinfo's process's, whatever the run's own threads did meanwhile."""
+    """CPU seconds ``process`` spent since ``before`` (:func:`_cpu_by_thread`) outside the threads that
+    were running then (but the calling one): the set-up's, the threads it started (CodeCarbon's, ended or
+    not) and reaped children (py-cpuinfo's process). A thread the run itself starts meanwhile counts too:
+    an upper bound of the set-up's cost."""
     now, me = _cpu_by_thread(process), threading.get_native_id()
-    others = sum(seconds - before.get(tid, 0.0) for tid, seconds in now.items() if tid not in (-1, me))
+    others = sum(seconds - before[tid] for tid, seconds in now.items() if tid in before and tid not in (-1, me))
     return max(0.0, now[-1] - before[-1] - others)
 
 
