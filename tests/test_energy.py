@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from evaluation import energy
+from evaluation import energy, hardware
 from evaluation.errors import ZcpError
 from evaluation.samples import make_sample, write_sample
 from evaluation.spaces import get_space
@@ -139,25 +139,25 @@ def test_tree_cpu_counts_new_reaped_and_lost_processes():
     its end when its parent reaped it, and nothing (never less) when it left the tree."""
     root, a, b = (1, 0.0), (2, 0.0), (3, 0.0)
     start = {root: (1.0, 0.0, 0), a: (2.0, 0.5, 1), b: (3.0, 0.0, 2)}
-    assert energy.tree_cpu_seconds(start, {root: (1.5, 0.0, 0), a: (2.0, 0.5, 1), b: (3.0, 0.0, 2),
+    assert hardware.tree_cpu_seconds(start, {root: (1.5, 0.0, 0), a: (2.0, 0.5, 1), b: (3.0, 0.0, 2),
                                            (4, 9.0): (0.7, 0.0, 1)}) == pytest.approx(1.2)  # new: in full
     # b ended after 1 more second, reaped by a: a's reaped seconds grew by b's whole 4 s
-    assert energy.tree_cpu_seconds(start, {root: (1.0, 0.0, 0), a: (2.0, 4.5, 1)}) == pytest.approx(1.0)
+    assert hardware.tree_cpu_seconds(start, {root: (1.0, 0.0, 0), a: (2.0, 4.5, 1)}) == pytest.approx(1.0)
     # a and b ended, a reaped b, root reaped a: root's reaped seconds hold a's 2.5 own and 4.5 reaped
-    assert energy.tree_cpu_seconds(start, {root: (1.0, 7.0, 0)}) == pytest.approx(1.5)
+    assert hardware.tree_cpu_seconds(start, {root: (1.0, 7.0, 0)}) == pytest.approx(1.5)
     # a ended (0.5 s more) but b left the tree alive: b's seconds are lost, and a's extra half second
     # with them (root's reaped seconds grew by 3 < the 5.5 a and b had): never a negative figure
-    assert energy.tree_cpu_seconds(start, {root: (1.0, 3.0, 0)}) == 0.0
-    assert energy.tree_cpu_seconds(start, {root: (1.2, 0.0, 0)}) == pytest.approx(0.2)
+    assert hardware.tree_cpu_seconds(start, {root: (1.0, 3.0, 0)}) == 0.0
+    assert hardware.tree_cpu_seconds(start, {root: (1.2, 0.0, 0)}) == pytest.approx(0.2)
 
 
-@pytest.mark.skipif(energy.kernel_cpu_model() is None, reason="no model name in /proc/cpuinfo (not x86 Linux)")
+@pytest.mark.skipif(hardware.kernel_cpu_model() is None, reason="no model name in /proc/cpuinfo (not x86 Linux)")
 def test_the_kernel_names_the_cpu_as_py_cpuinfo_does():
     """CodeCarbon is handed /proc/cpuinfo's model name instead of running py-cpuinfo's extra process:
     the same brand string, so the same TDP row."""
     import cpuinfo
 
-    assert energy.kernel_cpu_model() == cpuinfo.get_cpu_info()["brand_raw"]
+    assert hardware.kernel_cpu_model() == cpuinfo.get_cpu_info()["brand_raw"]
 
 
 def test_a_region_adds_co2_at_its_offline_intensity(tmp_path):
@@ -165,7 +165,7 @@ def test_a_region_adds_co2_at_its_offline_intensity(tmp_path):
     with meter.phase("a"):
         _busy(0.3)
     row = meter.rows[0]
-    intensity = energy._energy_mix()["FRA"]["carbon_intensity"]  # g per kWh
+    intensity = hardware.energy_mix()["FRA"]["carbon_intensity"]  # g per kWh
     assert row["region"] == "FRA" and row["co2_kg"] == pytest.approx(row["kwh"] * intensity / 1000, rel=1e-6)
     assert "g CO2 (region)" in energy.markdown(meter.rows)[0]
 
@@ -354,7 +354,7 @@ def test_energy_counters_are_read_during_a_phase_and_cover_the_set_up(tmp_path, 
 
     def counters(*args):
         time.sleep(1.0)
-        return energy.Hardware({"cpu": [counter]}, None, 2, None, ["CPU: RAPL"])
+        return hardware.Hardware({"cpu": [counter]}, None, 2, None, ["CPU: RAPL"])
 
     monkeypatch.setattr(energy, "detect_hardware", counters)
     monkeypatch.setattr(energy, "COUNTER_SECS", 0.2)
