@@ -154,3 +154,10 @@ def test_ctrl_c_message_says_how_to_go_on(runs, tmp_path):
     tmp, dirs = runs
     assert campaign._interrupted(dirs[0]) == f"{dirs[0]} keeps the checkpoint of generation 2: continue with `zcp resume {dirs[0]}`"
     assert campaign._interrupted(tmp_path).startswith("no generation was finished")
+
+
+@pytest.mark.parametrize("path", sorted(campaigns.CONFIGS.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path):
+    """A config the README or a results folder names must not fail at its first line when run."""
+    config = campaign.load_config(path)
+    assert config.campaign.datasets and config.gp.population > 0
