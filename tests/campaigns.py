@@ -61,3 +61,16 @@ def assert_one_line_config_error(text: str, match: str) -> None:
     with pytest.raises(ZcpError, match=match) as info:
         parse_config(text)
     assert "\n" not in str(info.value)
+
+
+def interrupt_at(monkeypatch: pytest.MonkeyPatch, engine: type, generation: int) -> None:
+    """Make ``engine.step`` raise KeyboardInterrupt (a user's Ctrl-C) once the run reaches ``generation``;
+    ``monkeypatch.undo()`` restores it for the resume."""
+    real = engine.step
+
+    def step(self):
+        if self.generation == generation:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(engine, "step", step)

@@ -17,7 +17,7 @@ from gp.engine import Evolution
 from gp.islands import Islands, island_configs
 from primitives.functions import REGISTRY
 from primitives.terminals import terminal_types
-from tests.campaigns import assert_one_line_config_error, tiny_config
+from tests.campaigns import assert_one_line_config_error, interrupt_at, tiny_config
 from gp.pset import text_size
 from tests.test_gp import SMALL, fake_fitness
 
@@ -197,18 +197,11 @@ def test_fitness_png_has_diversity_and_tree_size_panels(finished, tmp_path):
 
 
 def test_interrupted_island_campaign_resumes_to_the_same_result(finished, tmp_path, cache_dir, monkeypatch):
-    real_step = Islands.step
-
-    def step(self):
-        if self.generation == 3:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(Islands, "step", step)
+    interrupt_at(monkeypatch, Islands, 3)
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt, match="keeps the checkpoint of generation 3"):
         campaign.start(tiny_config(tmp_path, cache_dir, generations=6), run_dir, progress=False, overrides=ISLAND_KEYS)
-    monkeypatch.setattr(Islands, "step", real_step)
+    monkeypatch.undo()
     record = campaign.resume(run_dir, progress=False)
     assert record["entries"] == finished[1]["entries"] and _log(run_dir) == _log(finished[0])
 

@@ -21,7 +21,7 @@ from gp.export import export_run, load_proxy
 from primitives.expression import evaluate, parse
 from primitives.functions import REGISTRY
 from primitives.terminals import terminal_types
-from tests.campaigns import assert_one_line_config_error, tiny_config, write_table_without
+from tests.campaigns import assert_one_line_config_error, interrupt_at, tiny_config, write_table_without
 
 ROBUST = ['sample.search_kind=["random", "stratified"]', "sample.search_n=20", "sample.subsets=2", "sample.bins=4"]
 ROBUST_TARGETS = ["cifar10/random/subset1of2", "cifar10/random/subset2of2",
@@ -102,14 +102,7 @@ def test_a_robust_campaign_gives_the_same_result_serial_and_on_ray(robust, tmp):
 
 
 def test_a_resumed_robust_campaign_equals_an_uninterrupted_one(robust, tmp, monkeypatch):
-    real = Evolution.step
-
-    def interrupted(self):
-        if self.generation == 2:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(Evolution, "step", interrupted)
+    interrupt_at(monkeypatch, Evolution, 2)
     with pytest.raises(KeyboardInterrupt, match="zcp resume"):
         _start(tmp, "robust-resumed", ROBUST)
     monkeypatch.undo()
