@@ -23,6 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,8 @@ from evaluation.images import load_batch
 from evaluation.parallel import run_tasks
 from evaluation.samples import Sample
 from evaluation.spaces import get_space
-from primitives.terminals import DEFAULT, collate, compute_terminals, labels_problem, resolve_terminals
+from primitives.terminals import (BASE, DEFAULT, TERMINALS, collate, compute_terminals, labels_problem,
+                                  resolve_terminals)
 
 CODE_VERSION = "terminals-1"  # bump whenever a terminal's definition changes
 FORMAT = "zcp-cache/1"
@@ -250,6 +252,11 @@ class Cache:
     def indices(self) -> np.ndarray:
         return self.arrays["index"]
 
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        """The cache folders it was loaded from (several for a :func:`merge_caches` result)."""
+        return tuple(Path(p) for p in self.manifest.get("parts", [self.path]))
+
     def env(self, names: tuple[str, ...] | None = None, device: str = "cpu") -> dict[str, object]:
         """Language values of the cached terminals (all of them by default)."""
         return collate(self.arrays, names or tuple(self.manifest["terminals"]), device)
@@ -272,3 +279,38 @@ def load_cache(path: str | os.PathLike, **expect: Any) -> Cache:
     if missing or "index" not in arrays or len(arrays["index"]) != manifest.get("sample_n"):
         raise ZcpError(f"cache {path / PACKED} does not match its manifest (missing {', '.join(missing[:3]) or 'rows'})")
     return Cache(path, manifest, arrays)
+
+
+def cache_parts(terminals: Sequence[str]) -> list[tuple[str, ...]]:
+    """``terminals`` split as campaigns cache them: the ``@base`` ones in one part (every campaign over
+    @base shares that cache), each other pass in a part of its own, so that adding terminals to a
+    campaign runs only their passes. Computing a part alone gives the numbers of computing it with the
+    rest: every pass draws from its own seeded generators and leaves the network as it found it."""
+    names = resolve_terminals(terminals)
+    rest: dict[str, list[str]] = {}
+    for name in names:
+        if name not in BASE:
+            rest.setdefault(TERMINALS[name].pass_, []).append(name)
+    return [part for part in (tuple(n for n in names if n in BASE), *map(tuple, rest.values())) if part]
+
+
+def merge_caches(caches: Sequence[Cache]) -> Cache:
+    """One cache holding the terminals of ``caches``: caches of the same networks made the same way
+    (the parts of :func:`cache_parts`); ZcpError (one line) when they are not."""
+    first = caches[0]
+    if len(caches) == 1:
+        return first
+    made = [k for k in CacheSpec.__dataclass_fields__ if k != "terminals"]
+    for other in caches[1:]:
+        differ = [k for k in made if other.manifest.get(k) != first.manifest.get(k)]
+        if differ:  # sample_sha among them: the same networks in the same order
+            raise ZcpError(f"caches {first.path} and {other.path} cannot be merged: {differ[0]} differs")
+    layers = np.stack([c.arrays["layers"] for c in caches])
+    counted = layers.max(axis=0)
+    if not np.all((layers == 0) | (layers == counted)):
+        raise ZcpError(f"caches {', '.join(str(c.path) for c in caches)} count different layers for one network:"
+                       " they were made by different models")
+    arrays = {k: v for c in caches for k, v in c.arrays.items()}
+    arrays["layers"] = counted
+    terminals = sorted({t for c in caches for t in c.manifest["terminals"]})
+    return Cache(first.path, {**first.manifest, "terminals": terminals, "parts": [str(c.path) for c in caches]}, arrays)

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_text, remove_stale_temps
-from evaluation.cache import Cache, build_cache, load_cache, sample_sha, unbuilt
+from evaluation.cache import Cache, build_cache, cache_parts, load_cache, merge_caches, sample_sha, unbuilt
 from evaluation.energy import ENERGY_FILE, EnergyMeter, NoMeter, energy_meter
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
@@ -101,21 +101,25 @@ def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths
               progress: bool | None = None, say: Callable[[str], None] | None = None) -> Cache:
     """Build (or resume) and load the cache of ``sample`` made with the campaign's cache settings.
 
-    Its folder is named by what made it, so campaigns sharing ``[cache] dir`` share identical caches."""
+    One folder per part of the terminals (:func:`evaluation.cache.cache_parts`), named by what made it,
+    so campaigns sharing ``[cache] dir`` share identical caches, and one that adds terminals to another's
+    builds only the new passes."""
     c, k, par = config.campaign, config.cache, config.parallel
-    terminals = campaign_terminals(config)
-    key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
-    where = (Path(k.dir) if k.dir else run_dir / "caches") / \
-        f"{dataset}-{sample.split}-{sample.space}-{sample.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    if say:
-        todo = unbuilt(where, sample)
-        say(f"{dataset} {sample.split} cache: {todo} networks to build, {len(sample.indices) - todo} cached, "
-            f"{len(terminals)} terminals ({where})")
-    build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
-                image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
-                address=par.address or None, paths=paths, progress=progress, gpus_per_task=par.gpus_per_task or None,
-                node_ip=par.node_ip_address or None)
-    return load_cache(where, space=sample.space, dataset=dataset)
+    caches = []
+    for terminals in cache_parts(campaign_terminals(config)):
+        key = json.dumps([sample_sha(sample), k.batch_size, c.seed, k.signal, k.images, terminals])
+        where = (Path(k.dir) if k.dir else run_dir / "caches") / \
+            f"{dataset}-{sample.split}-{sample.space}-{sample.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        if say:
+            todo = unbuilt(where, sample)
+            say(f"{dataset} {sample.split} cache: {todo} networks to build, {len(sample.indices) - todo} cached, "
+                f"{len(terminals)} terminals ({where})")
+        build_cache(sample, dataset, where, batch_size=k.batch_size, seed=c.seed, signal=k.signal,
+                    image_source=k.images, terminals=terminals, backend=par.backend, workers=par.workers,
+                    address=par.address or None, paths=paths, progress=progress,
+                    gpus_per_task=par.gpus_per_task or None, node_ip=par.node_ip_address or None)
+        caches.append(load_cache(where, space=sample.space, dataset=dataset))
+    return merge_caches(caches)
 
 
 def campaign_truth(config: Config, paths: DataPaths | None = None) -> dict[tuple[str, str], np.ndarray]:

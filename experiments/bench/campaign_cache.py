@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.cache import MANIFEST, PACKED, SHARDS, load_cache, pack, sample_sha
+from evaluation.cache import MANIFEST, PACKED, SHARDS, load_cache, merge_caches, pack, sample_sha
 from evaluation.errors import ZcpError
 from evaluation.fitness import Fitness, make_target, rank_correlation
 from evaluation.groundtruth import load_ground_truth
@@ -142,7 +142,7 @@ def main() -> None:
     wall_per = np.diff(ends)
     cpu_per = np.diff(np.interp(ends, walls, cpus))
     print(f"{args.name}: search cache of {len(sample.indices)} {c.space} networks on {dataset}, "
-          f"batch {config.cache.batch_size}, {len(campaign_terminals(config))} terminals -> {cache.path}")
+          f"batch {config.cache.batch_size}, {len(campaign_terminals(config))} terminals -> {', '.join(map(str, cache.folders))}")
     print(f"  built {len(ends)} networks in this run ({build_s:.0f} s wall, packing included)")
     if len(wall_per):
         print(f"  seconds per network, wall: median {statistics.median(wall_per):.2f}, max {wall_per.max():.2f}; "
@@ -152,8 +152,8 @@ def main() -> None:
     print(f"  peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (ru_maxrss), "
           f"{peak_sampled:.0f} MiB sampled")
     start = time.perf_counter()
-    loaded = load_cache(cache.path, space=c.space, dataset=dataset)
-    print(f"  on disk {_dir_mib(cache.path / PACKED):.0f} MiB; loaded {len(loaded.indices)} networks in "
+    loaded = merge_caches([load_cache(f, space=c.space, dataset=dataset) for f in cache.folders])
+    print(f"  on disk {sum(_dir_mib(f / PACKED) for f in cache.folders):.0f} MiB; loaded {len(loaded.indices)} networks in "
           f"{time.perf_counter() - start:.2f} s")
 
 
