@@ -13,7 +13,7 @@ from evaluation.check import check_params
 from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.samples import KINDS, SPLITS, make_sample, read_sample, subsample, write_sample
-from evaluation.spaces import SPACES, check_space_dataset, get_space, space_datasets
+from evaluation.spaces import SPACES, check_space_dataset, space_datasets
 from experiments.commands import paths_from, paths_options, space_from
 
 
