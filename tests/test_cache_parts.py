@@ -1,6 +1,8 @@
 """Campaign caches in parts (evaluation.cache.cache_parts): the @base terminals in one folder, every other
 pass in its own, so a campaign that adds terminals builds only their passes, and the merged cache holds
 the numbers of computing everything at once."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,7 @@ def test_merging_caches_of_other_networks_or_settings_is_one_line(tmp_path):
         with pytest.raises(ZcpError, match=f"cannot be merged: {match}") as info:
             merge_caches([load_cache(folder) for folder in parts])
         assert "\n" not in str(info.value)
+    base, synflow = (load_cache(folder) for folder in a.folders)
+    other_model = replace(synflow, arrays={**synflow.arrays, "layers": synflow.arrays["layers"] + 1})
+    with pytest.raises(ZcpError, match="count different layers for one network"):
+        merge_caches([base, other_model])
