@@ -1,4 +1,4 @@
-"""The experiment scripts (held-out report, transfer matrix) on tiny campaigns."""
+"""The experiment scripts (held-out report, transfer matrix, ablation table) on tiny campaigns."""
 import json
 import shutil
 
@@ -6,7 +6,7 @@ import pytest
 
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator
-from experiments import campaign, campaigns, heldout, transfer
+from experiments import ablation, campaign, campaigns, heldout, transfer
 from gp.single import single_terminal_expressions
 from primitives.functions import REGISTRY
 from primitives.terminals import terminal_types
@@ -113,6 +113,26 @@ def test_transfer_matrix_scores_every_proxy_on_every_dataset(runs, tmp_path):
     assert all(set(cells) == {"cifar10", "cifar100"} for cells in matrix.values())
     assert all(-1 <= v <= 1 for cells in matrix.values() for v in cells.values())
     assert "tau on cifar100" in transfer.markdown(rows, matrix)
+
+
+def test_ablation_row_is_the_best_search_fitness_seed_of_the_report(runs, tmp_path, capsys):
+    tmp, dirs = runs
+    result = heldout.report(dirs, tmp_path / "base", stratified_n=10, resamples=20, track_energy=False)
+    fitness = result["single_terminal"]["evolved_search_fitness"]
+    best = f"evolved (seed {max((0, 1), key=fitness.__getitem__)})"
+    row = ablation.row(tmp_path / "base", None)
+    assert row["levers"] == "search random; @base" and row["seeds"] == 2 and row["evaluations"] > 0
+    for protocol in ablation.PROTOCOLS:
+        cell = result[protocol]["cifar10"][best]
+        assert row[protocol][:2] == (cell["kendall"], cell["kendall_ci"])
+    text = ablation.markdown([row, row])
+    assert text.count("+0.000 / +0.000") == 2 and "`base`" in text
+    capsys.readouterr()
+    assert ablation.main([str(tmp_path / "base"), "--part", "sss/cifar10", "--out", str(tmp_path / "a.md")]) == 2
+    assert capsys.readouterr().err.strip() == ("ablation: error: " + str(tmp_path / "base")
+                                               + " has no held-out part 'sss/cifar10' (it has cifar10)")
+    with pytest.raises(ZcpError, match="holds no readable results.json"):
+        ablation.row(tmp_path, None)
 
 
 def test_campaigns_runs_each_seed_once_and_resumes(runs, tmp_path, monkeypatch):
