@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -138,10 +139,23 @@ def m_eig(m: Matrix) -> Vector:
     return _spectrum(m, torch.linalg.eigvalsh(_sym(a)) * s[:, None], bad)
 
 
+_SINGULAR: weakref.WeakKeyDictionary[Matrix, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _singular(m: Matrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(singular values of A/s, s, bad) of :func:`_scaled`, computed once per Matrix (values are immutable):
+    ``m_svd``, ``m_nuc``, ``m_spec`` and ``m_cond`` of a cached terminal share one SVD in a whole run."""
+    found = _SINGULAR.get(m)
+    if found is None:
+        a, s, bad = _scaled(m)
+        found = _SINGULAR[m] = (torch.linalg.svdvals(a), s, bad)
+    return found
+
+
 def m_svd(m: Matrix) -> Vector:
     """Singular values, descending."""
-    a, s, bad = _scaled(m)
-    return _spectrum(m, torch.linalg.svdvals(a) * s[:, None], bad)
+    sv, s, bad = _singular(m)
+    return _spectrum(m, sv * s[:, None], bad)
 
 
 def m_fro(m: Matrix) -> RowScalar:
@@ -152,20 +166,19 @@ def m_fro(m: Matrix) -> RowScalar:
 
 def m_nuc(m: Matrix) -> RowScalar:
     """Nuclear norm (sum of singular values)."""
-    a, s, bad = _scaled(m)
-    return _per_row(m, torch.linalg.svdvals(a).sum(-1) * s, bad)
+    sv, s, bad = _singular(m)
+    return _per_row(m, sv.sum(-1) * s, bad)
 
 
 def m_spec(m: Matrix) -> RowScalar:
     """Spectral norm (largest singular value)."""
-    a, s, bad = _scaled(m)
-    return _per_row(m, torch.linalg.svdvals(a)[:, 0] * s, bad)
+    sv, s, bad = _singular(m)
+    return _per_row(m, sv[:, 0] * s, bad)
 
 
 def m_cond(m: Matrix) -> RowScalar:
     """Condition number sigma_max/sigma_min; 1e150 when singular."""
-    a, _, bad = _scaled(m)
-    sv = torch.linalg.svdvals(a)
+    sv, _, bad = _singular(m)
     return _per_row(m, torch.where(sv[:, -1] > 0, sv[:, 0] / sv[:, -1], BIG), bad)
 
 

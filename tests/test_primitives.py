@@ -163,6 +163,18 @@ def test_matrix_functions_match_numpy(name: str, reference) -> None:
     np.testing.assert_allclose(out.data.numpy(), np.stack([reference(x) for x in a]), rtol=1e-10, atol=1e-12)
 
 
+def test_singular_value_functions_share_one_svd_per_matrix(monkeypatch) -> None:
+    import primitives.ops as ops
+    calls = []
+    monkeypatch.setattr(ops.torch.linalg, "svdvals", lambda a: calls.append(a) or torch.linalg.svd(a).S)
+    a, m = _matrices(seed=2)
+    first = {name: P[name](m).data for name in ("m_svd", "m_nuc", "m_spec", "m_cond")}
+    assert len(calls) == 1
+    assert all(torch.equal(P[name](m).data, value) for name, value in first.items()) and len(calls) == 1
+    np.testing.assert_allclose(P["m_nuc"](Matrix(m.data * 2, LAYERS)).data.numpy(), 2 * first["m_nuc"].numpy())
+    assert len(calls) == 2  # another Matrix, another SVD
+
+
 def test_matrix_functions_are_scale_robust_and_protected() -> None:
     a, m = _matrices(seed=1)
     huge = Matrix(m.data * 1e140, LAYERS)
