@@ -88,3 +88,20 @@ def test_merging_caches_of_other_networks_or_settings_is_one_line(tmp_path):
     other_model = replace(synflow, arrays={**synflow.arrays, "layers": synflow.arrays["layers"] + 1})
     with pytest.raises(ZcpError, match="count different layers for one network"):
         merge_caches([base, other_model])
+
+
+def test_a_campaign_over_parts_evolves_and_reports(tmp_path):
+    from experiments import campaign, heldout
+    from gp.single import single_terminal_expressions
+    from primitives.functions import REGISTRY
+    from primitives.terminals import terminal_types
+    names = ("act_std", "chan_corr_eig", "code_kernel", "flops", "params", "snip", "synflow")  # the report's baselines
+    path = tmp_path / "c.toml"
+    path.write_text(TINY.format(space="tss", terminals=list(names), cache_dir=tmp_path / "caches", population=16,
+                                generations=2, backend="serial").replace("'", '"'))
+    campaign.start(path, tmp_path / "run", progress=False)
+    assert len(list((tmp_path / "caches").iterdir())) == 4  # search and held-out samples, each @base + synflow
+    result = heldout.report([tmp_path / "run"], tmp_path / "out", stratified_n=10, resamples=20, track_energy=False)
+    assert len(list((tmp_path / "caches").iterdir())) == 6  # and the stratified held-out sample
+    singles = single_terminal_expressions(REGISTRY, terminal_types(names))
+    assert result["single_terminal"]["count"] == sum(map(len, singles.values())) and singles["synflow"]
