@@ -75,7 +75,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         for protocol in PROTOCOLS:
             tau, (lo, hi), mean = r[protocol]
             cells += [f"{tau:.3f} [{lo:.3f}, {hi:.3f}]", f"{mean:.3f}"]
-        delta = " / ".join(f"{r[p][0] - ref[p][0]:+.3f}" for p in PROTOCOLS)
+        delta = " / ".join(f"{round(r[p][0] - ref[p][0], 3) + 0.0:+.3f}" for p in PROTOCOLS)  # no -0.000
         lines.append(f"| `{r['name']}` | {r['levers']} | {r['evaluations']:,} | {r['seeds']} | " + " | ".join(cells)
                      + f" | {delta} |")
     return "\n".join(lines) + "\n"
