@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from experiments.campaign import CONFIG, campaign_terminals
+from experiments.commands import write_table
 from experiments.config import Config, load_config
 from primitives.terminals import BASE
 
@@ -87,14 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", default=None, help="held-out part (default: each report's first)")
     parser.add_argument("--out", required=True, type=Path, help="markdown file")
     args = parser.parse_args(argv)
-    try:
-        text = markdown([row(folder, args.part) for folder in args.results])
-    except ZcpError as exc:
-        print(f"ablation: error: {exc}", file=sys.stderr)
-        return 2
-    atomic_write_text(args.out, text)
-    print(text)
-    return 0
+    return write_table("ablation", lambda: markdown([row(folder, args.part) for folder in args.results]), args.out)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from evaluation.fitness import Fitness, Target, rank_correlation
 from experiments.campaign import CONFIG, prepare, read_hall_of_fame
+from experiments.commands import write_table
 from experiments.config import load_config
 
 
@@ -65,14 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", required=True, type=Path, help="markdown file")
     args = parser.parse_args(argv)
-    try:
-        text = markdown(*transfer(args.runs))
-    except ZcpError as exc:
-        print(f"transfer: error: {exc}", file=sys.stderr)
-        return 2
-    atomic_write_text(args.out, text)
-    print(text)
-    return 0
+    return write_table("transfer", lambda: markdown(*transfer(args.runs)), args.out)
 
 
 if __name__ == "__main__":

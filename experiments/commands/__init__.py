@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from evaluation.atomic import atomic_write_text
+from evaluation.errors import ZcpError
 
 from evaluation.paths import KEYS, DataPaths, resolve_paths
 from evaluation.spaces import SearchSpace, get_space
@@ -66,3 +72,16 @@ def space_from(args: argparse.Namespace) -> SearchSpace:
     if hasattr(space, "load"):
         space.load(paths_from(args).table(space.name))
     return space
+
+
+def write_table(tool: str, make: Callable[[], str], out: Path) -> int:
+    """Make a markdown table, write it atomically to ``out`` and print it (0); a ZcpError is one line
+    ``TOOL: error: ...`` on stderr (2). The exit status of the experiment scripts' ``main``."""
+    try:
+        text = make()
+    except ZcpError as exc:
+        print(f"{tool}: error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write_text(out, text)
+    print(text)
+    return 0
