@@ -139,9 +139,11 @@ def test_cost_objective_subtracts_passes_from_valid_candidates():
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(finished, tmp_path, cache_dir):
     run_dir = tmp_path / "interrupted"
-    # a real SIGINT, sent by the run to itself at generation 5: polling for the checkpoint from here raced
-    # the 0.6 s of evolution on busy cores
+    # a real SIGINT, sent by the run to itself at generation 5 (polling for the checkpoint from here raced
+    # the 0.6 s of evolution on busy cores), handled as in a terminal even where pytest runs with SIGINT
+    # ignored, which a child inherits
     code = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from gp.engine import Evolution\n"
             "step = Evolution.step\n"
             "def stop(self):\n"
