@@ -139,7 +139,8 @@ def m_eig(m: Matrix) -> Vector:
     return _spectrum(m, torch.linalg.eigvalsh(_sym(a)) * s[:, None], bad)
 
 
-_SINGULAR: weakref.WeakKeyDictionary[Matrix, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = weakref.WeakKeyDictionary()
+_SINGULAR: weakref.WeakKeyDictionary[Matrix, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _singular(m: Matrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

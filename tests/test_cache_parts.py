@@ -80,7 +80,8 @@ def test_merging_caches_of_other_networks_or_settings_is_one_line(tmp_path):
     a = cache_for(_config(tmp_path, '["snip", "synflow"]'), sample, "cifar10", tmp_path)
     b = cache_for(_config(tmp_path, '["snip", "synflow"]'), other, "cifar10", tmp_path)
     c = cache_for(_config(tmp_path, '["synflow"]', seed=1), sample, "cifar10", tmp_path)
-    for parts, match in (((a.folders[0], b.folders[1]), "sample_sha differs"), ((a.folders[0], c.path), "seed differs")):
+    mixed = (((a.folders[0], b.folders[1]), "sample_sha differs"), ((a.folders[0], c.path), "seed differs"))
+    for parts, match in mixed:
         with pytest.raises(ZcpError, match=f"cannot be merged: {match}") as info:
             merge_caches([load_cache(folder) for folder in parts])
         assert "\n" not in str(info.value)

@@ -142,6 +142,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(finished, tmp_p
     # a real SIGINT, sent by the run to itself at generation 5 (polling for the checkpoint from here raced
     # the 0.6 s of evolution on busy cores), handled as in a terminal even where pytest runs with SIGINT
     # ignored, which a child inherits
+    config = tiny_config(tmp_path, cache_dir, generations=30)
     code = ("import os, signal, sys\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from gp.engine import Evolution\n"
@@ -152,7 +153,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(finished, tmp_p
             "    return step(self)\n"
             "Evolution.step = stop\n"
             "from experiments.cli import main\n"
-            f"sys.exit(main(['evolve', {str(tiny_config(tmp_path, cache_dir, generations=30))!r}, '--out', {str(run_dir)!r}]))\n")
+            f"sys.exit(main(['evolve', {str(config)!r}, '--out', {str(run_dir)!r}]))\n")
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           timeout=180)
     assert proc.returncode == 130, proc.stderr[-500:]

@@ -142,7 +142,8 @@ def main() -> None:
     wall_per = np.diff(ends)
     cpu_per = np.diff(np.interp(ends, walls, cpus))
     print(f"{args.name}: search cache of {len(sample.indices)} {c.space} networks on {dataset}, "
-          f"batch {config.cache.batch_size}, {len(campaign_terminals(config))} terminals -> {', '.join(map(str, cache.folders))}")
+          f"batch {config.cache.batch_size}, {len(campaign_terminals(config))} terminals -> "
+          f"{', '.join(map(str, cache.folders))}")
     print(f"  built {len(ends)} networks in this run ({build_s:.0f} s wall, packing included)")
     if len(wall_per):
         print(f"  seconds per network, wall: median {statistics.median(wall_per):.2f}, max {wall_per.max():.2f}; "
@@ -153,8 +154,8 @@ def main() -> None:
           f"{peak_sampled:.0f} MiB sampled")
     start = time.perf_counter()
     loaded = merge_caches([load_cache(f, space=c.space, dataset=dataset) for f in cache.folders])
-    print(f"  on disk {sum(_dir_mib(f / PACKED) for f in cache.folders):.0f} MiB; loaded {len(loaded.indices)} networks in "
-          f"{time.perf_counter() - start:.2f} s")
+    print(f"  on disk {sum(_dir_mib(f / PACKED) for f in cache.folders):.0f} MiB; loaded {len(loaded.indices)} "
+          f"networks in {time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
-
 from evaluation.paths import KEYS, DataPaths, resolve_paths
 from evaluation.spaces import SearchSpace, get_space
 
