@@ -106,3 +106,17 @@ def test_a_campaign_over_parts_evolves_and_reports(tmp_path):
     assert len(list((tmp_path / "caches").iterdir())) == 6  # and the stratified held-out sample
     singles = single_terminal_expressions(REGISTRY, terminal_types(names))
     assert result["single_terminal"]["count"] == sum(map(len, singles.values())) and singles["synflow"]
+
+
+def test_cache_cost_bench_refuses_an_unknown_terminal_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from evaluation.samples import write_sample
+    write_sample(make_sample(get_space("tss"), "random", 1, 0), tmp_path / "s.json")
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench.cache_cost", "--space", "tss", "--sample",
+                           str(tmp_path / "s.json"), "--out", str(tmp_path / "out"), "--terminals", "@base,bogus"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and not (tmp_path / "out").exists()
+    assert proc.stderr.strip().startswith("cache_cost: error: unknown terminal(s) bogus")
+    assert proc.stderr.strip().count("\n") == 0
