@@ -307,7 +307,8 @@ def _engine(config: Config, payload: Payload, types: dict[str, type],
     (``[gp] islands`` > 1) whose hosts hold the payload (per-target reports then run serially here)."""
     par = config.parallel
     if config.gp.islands > 1:
-        args = (REGISTRY, types, config.gp, payload.evolution_setup, par.backend, par.workers, par.address or None)
+        args = (REGISTRY, types, config.gp, payload.evolution_setup, par.backend, par.workers, par.address or None,
+                par.node_ip_address or None)
         islands = Islands(*args) if state is None else Islands.from_state(state, *args)
         return islands, Evaluator(payload), islands.close
     evaluator = Evaluator(payload, par.backend, par.workers, par.address or None, par.gpus_per_task,

@@ -128,7 +128,8 @@ class Islands:
     ``state``, ``from_state``, ``generation``, ``memo``, ``hall_of_fame``) plus :meth:`close`."""
 
     def __init__(self, registry: Registry, terminal_types: Mapping[str, type], config: GPConfig, setup: Setup,
-                 backend: str = "serial", workers: int = 1, address: str | None = None) -> None:
+                 backend: str = "serial", workers: int = 1, address: str | None = None,
+                 node_ip: str | None = None) -> None:
         if config.islands < 2:
             raise ValueError("Islands needs config.islands >= 2 (one population is gp.engine.Evolution)")
         self.config, self._setup = config, setup
@@ -145,7 +146,7 @@ class Islands:
         if self._ray:
             import ray
 
-            start_ray(workers, address)
+            start_ray(workers, address, node_ip=node_ip)
             self._actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(IslandHost)
             self._setup_ref = [ray.put(setup)]
             self._deaths = WorkerDeaths("island generation")
@@ -239,10 +240,10 @@ class Islands:
     @classmethod
     def from_state(cls, state: Mapping[str, Any], registry: Registry, terminal_types: Mapping[str, type],
                    config: GPConfig, setup: Setup, backend: str = "serial", workers: int = 1,
-                   address: str | None = None) -> Islands:
+                   address: str | None = None, node_ip: str | None = None) -> Islands:
         """The engine saved by :meth:`state`; its next :meth:`step` equals the uninterrupted run's.
         Every expression is parsed against the primitive set (never run); a malformed state is a ZcpError."""
-        engine = cls(registry, terminal_types, config, setup, backend, workers, address)
+        engine = cls(registry, terminal_types, config, setup, backend, workers, address, node_ip)
         try:
             engine._restore(state)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

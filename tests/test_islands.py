@@ -111,6 +111,23 @@ def test_same_seed_same_run_other_seed_differs_and_islands_1_is_evolution() -> N
     assert GPConfig().islands == 1 and dataclasses.replace(SMALL, islands=1) == SMALL
 
 
+def test_ray_islands_join_on_the_configured_node_address(monkeypatch) -> None:
+    """A cached campaign starts Ray first in the island engine: it must join on [parallel]
+    node_ip_address like the cache build and the evaluator do."""
+    calls = []
+
+    def fake_start_ray(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("gp.islands.start_ray", fake_start_ray)
+    with pytest.raises(RuntimeError, match="stop here"):
+        Islands(REGISTRY, TYPES, ISLANDS, _setup(), "ray", 2, "10.0.0.1:6379", "10.0.0.5")
+    with pytest.raises(RuntimeError, match="stop here"):
+        Islands.from_state({}, REGISTRY, TYPES, ISLANDS, _setup(), "ray", 2, "10.0.0.1:6379", "10.0.0.5")
+    assert calls == [((2, "10.0.0.1:6379"), {"node_ip": "10.0.0.5"})] * 2
+
+
 def test_resume_from_json_at_every_generation_equals_the_uninterrupted_run() -> None:
     engine = Islands(REGISTRY, TYPES, ISLANDS, _setup())
     engine.initialise()
