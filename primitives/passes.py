@@ -103,11 +103,13 @@ def zico_layers(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None,
 
 # ----------------------------------------------------------------------------- synflow
 
-def linearised(model: nn.Module) -> nn.Module:
-    """synflow's network: a float64 copy without BatchNorm, every parameter and buffer made absolute,
-    every parameter requiring a gradient (none stored yet)."""
+def linearised(model: nn.Module, keep_batchnorm: bool = False) -> nn.Module:
+    """synflow's network: a float64 copy without BatchNorm (kept, in the model's mode, if
+    ``keep_batchnorm``), every parameter and buffer made absolute, every parameter requiring a
+    gradient (none stored yet)."""
     net = copy.deepcopy(model)
-    _drop_batchnorm(net)
+    if not keep_batchnorm:
+        _drop_batchnorm(net)
     net.double()
     with torch.no_grad():
         for tensor in net.state_dict().values():

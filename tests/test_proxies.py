@@ -154,6 +154,20 @@ def test_synflow_of_a_bias_free_linear_chain_is_log_layers_times_flow():
     assert value == pytest.approx(math.log(2 * float(r)), rel=1e-6)
 
 
+def test_synflow_drops_batchnorm_unless_told_to_keep_it_in_train_mode():
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5))
+    with_bn = nn.Sequential(plain[0], nn.BatchNorm2d(4), *plain[1:])
+    x = torch.zeros(2, 3, 6, 6)
+    synflow = get_proxy("synflow")
+    assert synflow.score(with_bn, x) == synflow.score(plain, x) == synflow.score(with_bn, x, batchnorm="drop")
+    kept = synflow.score(with_bn, x, batchnorm="train")
+    assert math.isfinite(kept) and kept != pytest.approx(synflow.score(plain, x), rel=1e-3)
+    assert synflow.score(plain, x, batchnorm="train") == synflow.score(plain, x)
+    with pytest.raises(ZcpError, match="batchnorm must be 'drop' or 'train', not 'eval'"):
+        synflow.score(with_bn, x, batchnorm="eval")
+
+
 def test_naswot_is_logdet_of_the_code_kernel():
     model, x, _ = _pair()
     c = (model.a(x) > 0).double()
