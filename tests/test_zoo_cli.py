@@ -130,6 +130,10 @@ def test_score_with_an_option_changes_the_cache_key(capsys, tmp_path, sample6, d
     sa = [float(r["score"]) for r in csv.DictReader(a.open())]
     sb = [float(r["score"]) for r in csv.DictReader(b.open())]
     assert np.allclose(sb, 2 * np.array(sa))
+    report = tmp_path / "report"
+    assert run(capsys, "compare", "--proxies", str(proxy_file), "--option", "scale=2", "--bootstrap", "20",
+               *_common(sample6, tmp_path, "--out", str(report)))[0] == 0
+    assert (report / "results.md").read_text().splitlines()[0].endswith("batch 8, seed 0, scale=2")
 
 
 @pytest.mark.parametrize("argv, message", [

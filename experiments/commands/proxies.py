@@ -157,7 +157,8 @@ def run_compare(args: argparse.Namespace) -> int:
     where = (args.space, args.dataset)  # published values are per space and dataset
     write_csv(rows, out / "results.csv", where)
     title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({sample.kind} sample, seed {sample.seed}), "
-             f"batch {args.batch_size}, seed {args.seed}")
+             f"batch {args.batch_size}, seed {args.seed}"
+             + "".join(f", {key}={value}" for key, value in _options(args.option).items()))
     write_markdown(rows, out / "results.md", title, where, meter.rows)
     plot_kendall(rows, out / "kendall.png")
     print((out / "results.md").read_text(), end="")
