@@ -142,6 +142,8 @@ def test_score_with_an_option_changes_the_cache_key(capsys, tmp_path, sample6, d
     (["score", "--proxy", "/nonexistent/p.py"], "exported proxy /nonexistent/p.py does not exist"),
     (["compare", "--proxies", ","], "--proxies names no proxy"),
     (["score", "--proxy", "params", "--option", "novalue"], "--option 'novalue' must read KEY=VALUE"),
+    (["score", "--proxy", "synflow", "--option", "batchnorm=eval"],
+     "synflow option batchnorm must be 'drop' or 'train', not 'eval'"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, sample6, data_dir, argv, message):
     code, _, err = run(capsys, *argv, *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
