@@ -33,7 +33,7 @@ from tqdm import tqdm
 from evaluation.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temps
 from evaluation.errors import ZcpError
 from evaluation.images import load_batch
-from evaluation.parallel import run_tasks
+from evaluation.parallel import gpu_share, resolve_device, run_tasks
 from evaluation.samples import Sample
 from evaluation.spaces import get_space
 from primitives.terminals import (BASE, DEFAULT, TERMINALS, collate, compute_terminals, labels_problem,
@@ -155,22 +155,6 @@ def _write_packed(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
     return folder
 
 
-def _device(device: str, remote_gpus: bool = False) -> str:
-    """'auto' (CUDA when present here or asked of Ray's workers, else CPU), 'cpu', 'cuda' or 'cuda:N';
-    ZcpError for anything else."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() or remote_gpus else "cpu"
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):
-        kind = None
-    if kind not in ("cpu", "cuda"):
-        raise ZcpError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if kind == "cuda" and not torch.cuda.is_available() and not remote_gpus:
-        raise ZcpError(f"device {device!r} was asked for, but this machine has no CUDA device")
-    return device
-
-
 def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_size: int = 64, seed: int = 0,
                 signal: str = "pseudo_ce", image_source: str = "auto", curve_points: int = 64,
                 terminals: tuple[str, ...] | None = None, backend: str = "ray", workers: int | None = None,
@@ -191,7 +175,7 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     if problem:
         raise ZcpError(problem)
     remote_gpus = backend == "ray" and bool(gpus_per_task)
-    device = _device(device, remote_gpus)
+    device = resolve_device(device, remote_gpus)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
     spec = CacheSpec(sample.space, dataset, seed, batch_size, sample_sha(sample), terminals, signal,
                      image_source, curve_points)
@@ -210,7 +194,7 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     todo = [i for i in sample.indices if i not in done]
     job = _Job(sample.space, dataset, seed, signal, curve_points, terminals, device)
     if gpus_per_task is None:
-        gpus_per_task = 1.0 / max(workers or 1, 1) if device.startswith("cuda") and backend == "ray" else 0.0
+        gpus_per_task = gpu_share(device, backend, workers)
     results = run_tasks(_build_one, todo, (job, batch.images, batch.labels), backend, workers, address,
                         gpus_per_task, node_ip=node_ip)
     show = sys.stderr.isatty() if progress is None else progress

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+import torch
+
 from evaluation.cluster import bootstrap_address, check_resources, init_error, join
 from evaluation.errors import ZcpError
 
@@ -27,6 +29,35 @@ R = TypeVar("R")
 BACKENDS = ("serial", "ray")
 RETRIES = 3
 _END = object()
+
+
+def resolve_device(device: str, remote_gpus: bool = False) -> str:
+    """'auto' (CUDA when present here or asked of Ray's workers, else CPU), 'cpu', 'cuda' or 'cuda:N';
+    ZcpError for anything else."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() or remote_gpus else "cpu"
+    kind = device_kind(device)
+    if kind == "cuda" and not torch.cuda.is_available() and not remote_gpus:
+        raise ZcpError(f"device {device!r} was asked for, but this machine has no CUDA device")
+    return device
+
+
+def device_kind(device: str) -> str:
+    """'cpu' or 'cuda' for a device string ('auto' means what :func:`resolve_device` picks); ZcpError otherwise."""
+    if device == "auto":
+        return resolve_device(device)
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ZcpError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return kind
+
+
+def gpu_share(device: str, backend: str, workers: int | None) -> float:
+    """GPUs each Ray task asks for: a CUDA device shared by the ``workers`` tasks, else none."""
+    return 1.0 / max(workers or 1, 1) if device.startswith("cuda") and backend == "ray" else 0.0
 
 
 def worker_faults() -> tuple[type[Exception], ...]:
@@ -55,8 +86,6 @@ class WorkerDeaths:
 
 def _call(fn: Callable[[T, Any], R], item: T, shared: Any) -> R:
     """Run one task with torch single-threaded, as every backend does (bit-identical results)."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

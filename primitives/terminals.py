@@ -44,7 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from primitives.layers import (LayerRecord, ModelError, Output, Recorder, SameValues, code_kernel, corr,
-                               corr_from_gram, gram_and_sums, picking_logits, preserved, singular_values, spectrum)
+                               corr_from_gram, exact_kernels, gram_and_sums, picking_logits, preserved,
+                               singular_values, spectrum)
 from primitives.passes import (SWAP_REPEATS, az_components, jacobian_corr, jacov_score, swap_layers, synflow_layers,
                                zico_layers)
 from primitives.types import BIG, Matrix, NetScalar, Rows, RowScalar, Vector
@@ -338,7 +339,7 @@ def compute_terminals(model: nn.Module, images: torch.Tensor, names: Iterable[st
     circle_gen = torch.Generator().manual_seed(seed + 1)
 
     out: dict[str, np.ndarray] = {}
-    with preserved(model), picking_logits(model, output):
+    with preserved(model), exact_kernels(), picking_logits(model, output):
         model.train()
         for kind, prefix, x in (("real", "", images), ("noise", "noise_", noise)):
             wanted = {n[len(prefix):] for n in names if TERMINALS[n].pass_ == kind}

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from evaluation.cache import MANIFEST, PACKED, SHARDS, build_cache, load_cache
 from evaluation.errors import ZcpError
@@ -131,3 +132,19 @@ def test_resume_after_kill_9_equals_uninterrupted(built, tmp_path):
     _build(out)
     a, b = load_cache(built).arrays, load_cache(out).arrays
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cache_built_on_cuda_equals_the_cpu_one(tmp_path):
+    """Same weights (built on the CPU, then moved) and exact kernels (no TF32): every terminal agrees
+    up to floating-point order, relative to the terminal's scale."""
+    _build(tmp_path / "cpu", device="cpu", terminals=None)
+    _build(tmp_path / "cuda", device="cuda", terminals=None)
+    a, b = load_cache(tmp_path / "cpu").arrays, load_cache(tmp_path / "cuda").arrays
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a if a[k].dtype.kind != "f")
+    far = {k: float(np.nanmax(np.abs(a[k] - b[k]) / (np.abs(a[k]) + 1e-6))) for k in a
+           if a[k].dtype.kind == "f"
+           and not np.allclose(a[k], b[k], rtol=1e-4, atol=1e-5 * np.abs(a[k][np.isfinite(a[k])]).max(initial=1.0),
+                               equal_nan=True)}
+    assert not far, f"terminals that differ on CUDA (max relative difference): {far}"

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from evaluation.spaces import get_space
-from primitives.layers import SameValues
+from primitives.layers import SameValues, exact_kernels
 from primitives.terminals import BASE, TERMINALS, collate, compute_terminals
 from primitives.types import Matrix, NetScalar, RowScalar, Vector
 from tests.models import MLP, Branches, TinyResNet, module_calls
@@ -157,6 +157,28 @@ def test_model_is_left_as_found():
     assert not model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+
+
+def test_passes_run_with_exact_kernels_and_restore_the_callers_settings():
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    seen = []
+
+    class Spy(MLP):
+        def forward(self, x):
+            seen.append((cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark))
+            return super().forward(x)
+
+    saved = cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark
+    try:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = True, True, False, True
+        compute_terminals(Spy(), _batch(), ["act_sv"])
+        assert seen == [(False, False, True, False)]
+        with pytest.raises(RuntimeError):
+            with exact_kernels():
+                raise RuntimeError("inside")
+        assert (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark) == (True, True, False, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved
 
 
 def test_only_the_needed_passes_run():

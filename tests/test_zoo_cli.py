@@ -1,14 +1,17 @@
 """``zcp score`` / ``compare`` / ``search`` end to end on 6 networks with a tiny batch, the score cache,
 and the one-line errors for bad input."""
 import csv
+import hashlib
 import json
 
 import numpy as np
 import pytest
+import torch
 
 import evaluation.scoring as scoring
 from evaluation.samples import make_sample, read_sample, write_sample
 from evaluation.spaces import get_space
+from evaluation.proxies import proxy_names
 from experiments.cli import main
 
 PROXY_FILE = '''
@@ -181,3 +184,52 @@ def test_a_cache_write_keeps_what_another_run_wrote_meanwhile(tmp_path):
     mine = {"2": {"value": 2.0, "seconds": 0.1}}
     scoring._write_cache(path, spec, mine)
     assert set(json.loads(path.read_text())["scores"]) == {"1", "2"} and set(mine) == {"1", "2"}
+
+
+def test_a_bad_device_is_refused_before_any_work(capsys, tmp_path, sample6, data_dir):
+    code, _, err = run(capsys, "compare", "--proxies", "params", "--device", "tpu",
+                       *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "argument --device: unknown device 'tpu'; use auto, cpu, cuda or cuda:N" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cpu_scores_keep_the_cache_key_they_had_before_devices():
+    spec = scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0)
+    before = {"proxy": "params@x", "space": "tss", "dataset": "cifar10", "image_source": "npz", "batch_size": 8,
+              "seed": 0, "options": []}
+    assert spec.key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    assert scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0, device="cuda").key() != spec.key()
+
+
+def test_cuda_scores_are_cached_apart_and_read_without_a_gpu(tmp_path, sample6, data_dir, monkeypatch):
+    sample = read_sample(sample6)
+    on_cpu = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8, device="cpu")
+    identity = scoring.resolve("params")[1]
+    spec = scoring.ScoreSpec(identity, "tss", "cifar10", "npz", 8, 0, device="cuda")
+    made_on_gpu = {str(i): {"value": 1.0 + k, "seconds": 0.1} for k, i in enumerate(sample.indices)}
+    scoring._write_cache(tmp_path / f"params-{spec.key()}.json", spec, made_on_gpu)
+    monkeypatch.setattr(scoring, "_score_one", lambda *a: pytest.fail("a cached network was scored again"))
+    read = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8, device="cuda")
+    assert read.values.tolist() == [1.0 + k for k in range(6)] != on_cpu.values.tolist()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(capsys, tmp_path, sample6, data_dir):
+    code, _, err = run(capsys, "score", "--proxy", "params", "--device", "cuda",
+                       *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
+    assert code == 2 and err.strip() == "zcp: error: device 'cuda' was asked for, but this machine has no CUDA device"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("proxy", proxy_names())
+def test_every_zoo_proxy_scores_on_cuda(proxy, tmp_path, sample6, data_dir):
+    """On CUDA the networks get CUDA's initial weights, so scores differ from the CPU's; they must be
+    finite where the CPU's are, and deterministic."""
+    sample = read_sample(sample6)
+    cpu = scoring.score_sample(proxy, sample, "cifar10", tmp_path / "cpu", batch_size=8, device="cpu")
+    cuda = scoring.score_sample(proxy, sample, "cifar10", tmp_path / "cuda", batch_size=8, device="cuda")
+    again = scoring.score_sample(proxy, sample, "cifar10", tmp_path / "again", batch_size=8, device="cuda")
+    assert np.array_equal(np.isfinite(cpu.values), np.isfinite(cuda.values)), (cpu.values, cuda.values)
+    assert np.allclose(cuda.values, again.values, rtol=1e-5, equal_nan=True)
+    print(proxy, "cpu", cpu.values.tolist(), "cuda", cuda.values.tolist())

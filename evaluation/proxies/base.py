@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evaluation.errors import ZcpError
-from primitives.layers import LAYER_TYPES, ModelError, Output, picking_logits, preserved
+from primitives.layers import LAYER_TYPES, ModelError, Output, exact_kernels, picking_logits, preserved
 from primitives.passes import blocks, init_weights, randn_like  # noqa: F401 (the zoo imports them from here)
 from primitives.proxy import check_model_inputs, model_failed
 
@@ -87,7 +87,7 @@ class Proxy:
             known = [p for p in list(inspect.signature(self.fn).parameters)[4:]]
             raise ZcpError(f"proxy {self.name} takes the options {known or 'none'}, not {sorted(options)}") from None
         try:
-            with preserved(model), picking_logits(model, output):
+            with preserved(model), exact_kernels(), picking_logits(model, output):
                 model.train()
                 yield
         except ZcpError:

@@ -13,7 +13,7 @@ from evaluation.atomic import atomic_write_text
 from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.images import SOURCES as IMAGE_SOURCES
-from evaluation.parallel import BACKENDS, start_ray
+from evaluation.parallel import BACKENDS, device_kind, start_ray
 from evaluation.proxies import proxy_names
 from evaluation.groundtruth import load_ground_truth
 from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, write_markdown
@@ -39,6 +39,15 @@ def _options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _device_arg(value: str) -> str:
+    """--device checked when the command line is read, before any work starts."""
+    try:
+        device_kind(value)
+    except ZcpError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _common(with_sample: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, parents=[paths_options()])
     parent.add_argument("--space", choices=SPACES, required=True)
@@ -51,6 +60,8 @@ def _common(with_sample: bool = True) -> argparse.ArgumentParser:
     parent.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="proxy option, e.g. splits=2 (repeatable)")
     parent.add_argument("--backend", choices=BACKENDS, default="ray")
+    parent.add_argument("--device", default="auto", type=_device_arg, help="auto (cuda if available), cpu, cuda or cuda:N; "
+                        "scores made on CUDA are cached apart from CPU ones")
     parent.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
     ray_options(parent, gpus=False)
     parent.add_argument("--score-cache", default=DEFAULT_SCORE_CACHE, help="folder of cached scores")
@@ -81,7 +92,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 def _score_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(batch_size=args.batch_size, seed=args.seed, image_source=args.images, options=_options(args.option),
                 backend=args.backend, workers=args.workers, address=args.address, paths=paths_from(args),
-                node_ip=args.node_ip_address)
+                node_ip=args.node_ip_address, device=args.device)
 
 
 def _meter(args: argparse.Namespace, path: Path) -> energy.EnergyMeter | energy.NoMeter:
