@@ -1,12 +1,12 @@
-"""Run one function over many items, serially or as Ray tasks, behind one interface.
+"""Run one function over many items, serially, in local processes or as Ray tasks, behind one interface.
 
 Ray starts a private local instance by default (``num_cpus`` as asked, no dashboard, a modest object
 store) or joins a cluster with ``address`` (evaluation/cluster.py: checks, code shipped to workers).
-Shared read-only data (an image batch) is put in the object store once. Each task gets one CPU and
-runs torch single-threaded in both backends, so serial and Ray results are bit-identical. Results
-come back as they finish.
+Shared read-only data (an image batch) is put in the object store (or sent to each local process)
+once. Each task gets one CPU and runs torch single-threaded in every backend, so serial, process and
+Ray results are bit-identical. Results come back as they finish.
 
-Worker faults: a task whose worker process dies (killed, out of memory, node lost) is resubmitted,
+Worker faults (Ray): a task whose worker process dies (killed, out of memory, node lost) is resubmitted,
 so it runs on another worker, up to :data:`RETRIES` times; the first death prints one warning line
 (:class:`WorkerDeaths`) and Ray's own logs stay off the terminal (``log_to_driver=False``, level
 ERROR). An exception raised by the task itself is not retried: it is the task's answer.
@@ -14,9 +14,11 @@ ERROR). An exception raised by the task itself is not retried: it is the task's 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 import torch
@@ -26,7 +28,7 @@ from evaluation.errors import ZcpError
 
 T = TypeVar("T")
 R = TypeVar("R")
-BACKENDS = ("serial", "ray")
+BACKENDS = ("serial", "processes", "ray")
 RETRIES = 3
 _END = object()
 
@@ -94,6 +96,31 @@ def _call(fn: Callable[[T, Any], R], item: T, shared: Any) -> R:
         torch.set_num_threads(threads)
 
 
+_SHARED: Any = None
+
+
+def _keep_shared(shared: Any) -> None:
+    global _SHARED
+    _SHARED = shared
+
+
+def _call_shared(fn: Callable[[T, Any], R], item: T) -> R:
+    return _call(fn, item, _SHARED)
+
+
+def _in_processes(fn: Callable[[T, Any], R], items: list[T], shared: Any, workers: int | None) -> Iterator[tuple[T, R]]:
+    """``run_tasks`` on spawned local processes; ``shared`` is sent to each process once. Stopping early
+    (an error, Ctrl-C) cancels what has not started and waits for what has."""
+    pool = ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_keep_shared, initargs=(shared,))
+    try:
+        futures = {pool.submit(_call_shared, fn, item): item for item in items}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def start_ray(num_cpus: int | None = None, address: str | None = None, num_gpus: int | None = None,
               node_ip: str | None = None) -> None:
     """Start a private local Ray instance, or join the cluster at ``address`` (else ``RAY_ADDRESS``) on
@@ -150,13 +177,17 @@ def run_tasks(fn: Callable[[T, Any], R], items: Iterable[T], shared: Any = None,
     """Yield ``(item, fn(item, shared))`` for every item, in completion order.
 
     ``fn`` must be a module-level function (Ray ships it by reference); each Ray task asks for one CPU
-    and ``gpus_per_task`` GPUs (fractions share a GPU)."""
+    and ``gpus_per_task`` GPUs (fractions share a GPU). ``processes``: ``workers`` spawned local
+    processes (all cores by default), for a machine where Ray is missing or cannot start."""
     if backend not in BACKENDS:
         raise ZcpError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     items = list(items)
     if backend == "serial":
         for item in items:
             yield item, _call(fn, item, shared)
+        return
+    if backend == "processes":
+        yield from _in_processes(fn, items, shared, workers)
         return
     import ray
 

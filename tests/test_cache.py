@@ -116,6 +116,12 @@ def test_serial_and_ray_give_identical_caches(built, tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_serial_and_local_processes_give_identical_caches(built, tmp_path):
+    _build(tmp_path, backend="processes", workers=2)
+    a, b = load_cache(built).arrays, load_cache(tmp_path).arrays
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_resume_after_kill_9_equals_uninterrupted(built, tmp_path):
     sample = write_sample(SAMPLE, tmp_path / "s.json")
     out = tmp_path / "killed"

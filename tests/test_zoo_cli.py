@@ -11,6 +11,7 @@ import torch
 import evaluation.scoring as scoring
 from evaluation.samples import make_sample, read_sample, write_sample
 from evaluation.spaces import get_space
+from evaluation.errors import ZcpError
 from evaluation.proxies import proxy_names
 from experiments.cli import main
 
@@ -77,7 +78,7 @@ def test_a_new_network_is_the_only_one_scored(tmp_path, sample6, data_dir, monke
     assert all(common[i] == v for i, v in zip(both.indices, both.values) if i in common)
 
 
-def test_serial_and_ray_scores_are_identical(tmp_path, sample6, data_dir):
+def test_serial_ray_and_process_scores_are_identical(tmp_path, sample6, data_dir):
     import ray
 
     sample = read_sample(sample6)
@@ -86,7 +87,17 @@ def test_serial_and_ray_scores_are_identical(tmp_path, sample6, data_dir):
         parallel = scoring.score_sample("zico", sample, "cifar10", tmp_path / "b", batch_size=8, backend="ray", workers=2)
     finally:
         ray.shutdown()
-    assert np.array_equal(serial.values, parallel.values)
+    processes = scoring.score_sample("zico", sample, "cifar10", tmp_path / "c", batch_size=8, backend="processes",
+                                     workers=2)
+    assert np.array_equal(serial.values, parallel.values) and np.array_equal(serial.values, processes.values)
+
+
+def test_an_error_in_a_local_process_is_the_same_one_line(tmp_path, sample6, data_dir):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def score(model, inputs, **options):\n    raise ValueError('no good')\n")
+    with pytest.raises(ZcpError, match="no good"):
+        scoring.score_sample(str(bad), read_sample(sample6), "cifar10", tmp_path, batch_size=8, backend="processes",
+                             workers=2)
 
 
 def test_compare_writes_tables_and_plots(capsys, tmp_path, sample6, data_dir):

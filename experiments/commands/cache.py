@@ -31,7 +31,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     build.add_argument("--signal", choices=SIGNALS, default="pseudo_ce", help="backward signal (default label-free)")
     build.add_argument("--images", choices=IMAGE_SOURCES, default="auto", help="image source")
     build.add_argument("--backend", choices=BACKENDS, default="ray")
-    build.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
+    build.add_argument("--workers", type=int, default=None, help="Ray CPUs or local processes (default: all cores)")
     ray_options(build)
     build.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     build.add_argument("--terminals", default=None, help="comma-separated terminals and @groups (@base, @zoo, @labels, @all; default: @base)")

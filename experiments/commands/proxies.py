@@ -62,7 +62,7 @@ def _common(with_sample: bool = True) -> argparse.ArgumentParser:
     parent.add_argument("--backend", choices=BACKENDS, default="ray")
     parent.add_argument("--device", default="auto", type=_device_arg, help="auto (cuda if available), cpu, cuda or cuda:N; "
                         "scores made on CUDA are cached apart from CPU ones")
-    parent.add_argument("--workers", type=int, default=None, help="Ray CPUs (default: all cores)")
+    parent.add_argument("--workers", type=int, default=None, help="Ray CPUs or local processes (default: all cores)")
     ray_options(parent, gpus=False)
     parent.add_argument("--score-cache", default=DEFAULT_SCORE_CACHE, help="folder of cached scores")
     return parent
