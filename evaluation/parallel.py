@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import torch
@@ -116,7 +117,12 @@ def _in_processes(fn: Callable[[T, Any], R], items: list[T], shared: Any, worker
     try:
         futures = {pool.submit(_call_shared, fn, item): item for item in items}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise ZcpError(f"a local worker process died (killed, or out of memory?) on {futures[future]!r}; "
+                               "what finished is kept: run again to go on") from None
+            yield futures[future], result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

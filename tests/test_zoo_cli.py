@@ -3,6 +3,8 @@ and the one-line errors for bad input."""
 import csv
 import hashlib
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -203,6 +205,17 @@ def test_a_bad_device_is_refused_before_any_work(capsys, tmp_path, sample6, data
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "argument --device: unknown device 'tpu'; use auto, cpu, cuda or cuda:N" in err
     assert not (tmp_path / "o").exists()
+
+
+def _die(index, shared):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_local_process_that_dies_is_one_line():
+    from evaluation.parallel import run_tasks
+
+    with pytest.raises(ZcpError, match=r"a local worker process died \(killed, or out of memory\?\) on "):
+        list(run_tasks(_die, [1, 2], backend="processes", workers=1))
 
 
 def test_cpu_scores_keep_the_cache_key_they_had_before_devices():
