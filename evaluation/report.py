@@ -18,7 +18,7 @@ from evaluation.atomic import atomic_write_bytes, atomic_write_text
 from evaluation.energy import markdown as energy_markdown
 
 METRICS = ("kendall", "spearman", "pearson", "top10")
-# Published NATS-TSS CIFAR-10 values (docs/proxies.md): (metric, value, source).
+# Published values (docs/proxies.md, sections 13c-13d for SSS and NB101): (metric, value, source).
 def _zico(table: str, **taus: float) -> dict[str, tuple[str, float, str]]:
     return {proxy: ("kendall", tau, f"ZiCo {table}") for proxy, tau in taus.items()}
 
@@ -46,6 +46,10 @@ PUBLISHED: dict[tuple[str, str], dict[str, tuple[str, float, str]]] = {
     ("sss", "ImageNet16-120"): {**_zico("T3", params=0.65, flops=0.38, synflow=0.39, naswot=0.42, zico=0.70,
                                         snip=0.57, grad_norm=0.49, grasp=0.29, fisher=0.33, zen=0.69),
                                 "meco": ("spearman", -0.86, "MeCo T1, approx.")},
+    ("nb101", "cifar10"): {**_zico("F3", params=0.31, flops=0.31, synflow=0.23, zico=0.46, snip=-0.12,
+                                   grad_norm=-0.17, grasp=0.20, fisher=-0.20, zen=0.46),
+                           "naswot": ("kendall", 0.285, "NASWOT F3"),
+                           "jacov": ("spearman", -0.29, "NAS-Bench-Suite-Zero F2")},
 }
 
 

@@ -48,3 +48,16 @@ def test_subsample_is_nested_and_says_how_it_was_drawn():
     assert "uniform subset (seed 3) of a random sample of 50" in small.notes[-1]
     with pytest.raises(ZcpError, match="1..50 architectures"):
         subsample(big, 51, 0)
+
+
+def test_every_published_value_names_a_zoo_proxy_a_space_and_a_dataset():
+    from evaluation.proxies import PROXIES
+    from evaluation.report import PUBLISHED
+    from evaluation.spaces import SPACES, space_datasets
+
+    for (space, dataset), entries in PUBLISHED.items():
+        assert dataset in space_datasets(get_space(space)), (space, dataset)
+        for proxy, (metric, value, source) in entries.items():
+            assert proxy.split(".")[0] in PROXIES and metric in ("kendall", "spearman"), proxy
+            assert -1 <= value <= 1 and source, proxy
+    assert set(SPACES) == {space for space, _ in PUBLISHED}
