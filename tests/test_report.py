@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from evaluation.errors import ZcpError
-from evaluation.report import bootstrap, metrics, top_precision
+from evaluation.proxies import PROXIES
+from evaluation.report import PUBLISHED, bootstrap, metrics, top_precision
 from evaluation.samples import make_sample, subsample
-from evaluation.spaces import get_space
+from evaluation.spaces import SPACES, get_space, space_datasets
 
 
 def test_top_precision_counts_the_shared_top_tenth():
@@ -51,10 +52,6 @@ def test_subsample_is_nested_and_says_how_it_was_drawn():
 
 
 def test_every_published_value_names_a_zoo_proxy_a_space_and_a_dataset():
-    from evaluation.proxies import PROXIES
-    from evaluation.report import PUBLISHED
-    from evaluation.spaces import SPACES, space_datasets
-
     for (space, dataset), entries in PUBLISHED.items():
         assert dataset in space_datasets(get_space(space)), (space, dataset)
         for proxy, (metric, value, source) in entries.items():
