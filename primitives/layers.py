@@ -278,7 +278,7 @@ class Recorder:
         self.model, self.on_layer, self.on_grad, self.on_unit = model, on_layer, on_grad, on_unit
         self.layers: list[LayerRecord] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._units = ActivationUnits(lambda x: self.on_unit(x)) if on_unit is not None else None
+        self._units = ActivationUnits(on_unit) if on_unit is not None else None
 
     @property
     def units(self) -> int:
