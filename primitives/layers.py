@@ -275,7 +275,7 @@ class Recorder:
 
     def __init__(self, model: nn.Module, on_layer: LayerStats, on_grad: GradStats | None = None,
                  on_unit: Callable[[torch.Tensor], None] | None = None) -> None:
-        self.model, self.on_layer, self.on_grad, self.on_unit = model, on_layer, on_grad, on_unit
+        self.model, self.on_layer, self.on_grad = model, on_layer, on_grad
         self.layers: list[LayerRecord] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._units = ActivationUnits(on_unit) if on_unit is not None else None
