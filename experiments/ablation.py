@@ -4,7 +4,8 @@
 
 Each argument is a ``results/NAME`` folder written by :mod:`experiments.heldout`; its levers are read
 from the configs of the runs it reports (search samples and subsets, terminals, islands, evaluations
-per seed), and its numbers from ``results.json``: the held-out Kendall tau of the seed with the best
+per seed), which ``results.json`` records (reports written before it did: from the run folders), and
+its numbers from ``results.json``: the held-out Kendall tau of the seed with the best
 search fitness (never chosen by held-out score) on the random and the stratified sample, with the
 bootstrap interval, and the seed means. The first folder is the reference: the last columns give each
 campaign's difference from it. ``--part`` picks a held-out part of cross-space reports (e.g. sss/cifar10).
@@ -21,7 +22,7 @@ from typing import Any
 from evaluation.errors import ZcpError
 from experiments.campaign import CONFIG, campaign_terminals
 from experiments.commands import write_table
-from experiments.config import Config, load_config
+from experiments.config import Config, load_config, parse_config
 from primitives.terminals import BASE
 
 PROTOCOLS = ("random", "stratified")
@@ -38,17 +39,26 @@ def levers(config: Config) -> str:
     return "; ".join(words)
 
 
+def _configs(folder: Path, result: dict[str, Any]) -> list[Config]:
+    """The configs of the runs a report covers: recorded in it, or else read from the run folders."""
+    if "configs" in result:
+        return [parse_config(text, f"{folder}/results.json (config of {run})")
+                for run, text in zip(result["runs"], result["configs"], strict=True)]
+    runs = [Path(run) for run in result["runs"]]
+    missing = [run for run in runs if not (run / CONFIG).is_file()]
+    if missing:
+        raise ZcpError(f"{folder} records no configs and reports {missing[0]}, which is not here: "
+                       "run the campaign first, or rewrite the report with experiments.heldout")
+    return [load_config(run / CONFIG) for run in runs]
+
+
 def row(folder: Path, part: str | None) -> dict[str, Any]:
     """One campaign's levers, evaluations per seed and held-out numbers (see the module docstring)."""
     try:
         result = json.loads((folder / "results.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ZcpError(f"{folder} holds no readable results.json ({exc}): run experiments.heldout first") from None
-    runs = [Path(run) for run in result["runs"]]
-    missing = [run for run in runs if not (run / CONFIG).is_file()]
-    if missing:
-        raise ZcpError(f"{folder} reports {missing[0]}, which is not here: run the campaign first")
-    configs = [load_config(run / CONFIG) for run in runs]
+    configs = _configs(folder, result)
     fitness = result["single_terminal"]["evolved_search_fitness"]
     best = configs[max(range(len(fitness)), key=fitness.__getitem__)].gp.seed
     out = {"name": folder.name, "levers": levers(configs[0]),

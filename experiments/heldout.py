@@ -284,7 +284,7 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     scored = {protocol: _score(texts, list(zoo), parts, config, prepared.terminals, scores_dir, resamples, meter,
                                best_on[protocol]) for protocol, parts in protocols.items()}
     single["evolved_search_fitness"] = [r["entries"][0]["fitness"] for _, _, r in runs]
-    result = {"runs": [str(r) for r, _, _ in runs],
+    result = {"runs": [str(r) for r, _, _ in runs], "configs": [c.to_toml() for _, c, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo}
               | {SINGLE_MAX: "chosen on each held-out sample (its row names it)"},
               **scored,

@@ -135,6 +135,27 @@ def test_ablation_row_is_the_best_search_fitness_seed_of_the_report(runs, tmp_pa
         ablation.row(tmp_path, None)
 
 
+def test_ablation_reads_the_configs_the_report_records_not_the_run_folders(runs, tmp_path):
+    tmp, dirs = runs
+    report = tmp_path / "base"
+    heldout.report(dirs, report, stratified_n=10, resamples=20, track_energy=False)
+    expected = ablation.row(report, None)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for run in dirs:  # results/ is committed, runs/ is not: the table must survive a new machine
+        run.rename(moved / run.name)
+    try:
+        assert ablation.row(report, None) == expected
+        old = json.loads((report / "results.json").read_text())
+        del old["configs"]  # a report written before results.json recorded its configs
+        (report / "results.json").write_text(json.dumps(old))
+        with pytest.raises(ZcpError, match="records no configs and reports .*, which is not here"):
+            ablation.row(report, None)
+    finally:
+        for run in dirs:
+            (moved / run.name).rename(run)
+
+
 def test_campaigns_runs_each_seed_once_and_resumes(runs, tmp_path, monkeypatch):
     tmp, _ = runs
     (tmp_path / "configs").mkdir()
