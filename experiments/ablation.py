@@ -32,7 +32,9 @@ def levers(config: Config) -> str:
     """The levers a campaign config sets, in words."""
     s, g = config.sample, config.gp
     terminals = sorted(set(campaign_terminals(config)) - set(BASE))
-    words = ["search " + " + ".join(s.search_kinds) + (f" x {s.subsets} subsets" if s.subsets > 1 else ""),
+    several = len(s.search_kinds) > 1 or s.subsets > 1
+    words = ["search " + " + ".join(s.search_kinds) + (f" x {s.subsets} subsets" if s.subsets > 1 else "")
+             + (f", {config.campaign.combine}" if several else ""),
              "@base" + (" + " + ", ".join(terminals) if terminals else "")]
     if g.islands > 1:
         words.append(f"{g.islands} islands")

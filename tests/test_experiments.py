@@ -115,6 +115,15 @@ def test_transfer_matrix_scores_every_proxy_on_every_dataset(runs, tmp_path):
     assert "tau on cifar100" in transfer.markdown(rows, matrix)
 
 
+def test_ablation_levers_name_how_several_search_targets_combine():
+    def levers(name):
+        return ablation.levers(campaign.load_config(campaigns.CONFIGS / f"{name}.toml"))
+    assert levers("tss-cifar10") == "search random; @base"
+    assert levers("tss-cifar10-robust") == "search random + stratified, min; @base"
+    assert levers("tss-cifar10-robust-mean") == "search random + stratified, mean; @base"
+    assert levers("tss-cifar10-robust-islands") == "search random + stratified, min; @base; 4 islands"
+
+
 def test_ablation_row_is_the_best_search_fitness_seed_of_the_report(runs, tmp_path, capsys):
     tmp, dirs = runs
     result = heldout.report(dirs, tmp_path / "base", stratified_n=10, resamples=20, track_energy=False)
