@@ -30,11 +30,11 @@ PROTOCOLS = ("random", "stratified")
 
 def levers(config: Config) -> str:
     """The levers a campaign config sets, in words."""
-    s, g = config.sample, config.gp
+    c, s, g = config.campaign, config.sample, config.gp
     terminals = sorted(set(campaign_terminals(config)) - set(BASE))
-    several = len(s.search_kinds) > 1 or s.subsets > 1
+    several = len(c.spaces) * len(c.datasets) * len(s.search_kinds) * s.subsets > 1
     words = ["search " + " + ".join(s.search_kinds) + (f" x {s.subsets} subsets" if s.subsets > 1 else "")
-             + (f", {config.campaign.combine}" if several else ""),
+             + (f", {c.combine}" if several else ""),
              "@base" + (" + " + ", ".join(terminals) if terminals else "")]
     if g.islands > 1:
         words.append(f"{g.islands} islands")

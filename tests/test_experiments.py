@@ -122,6 +122,7 @@ def test_ablation_levers_name_how_several_search_targets_combine():
     assert levers("tss-cifar10-robust") == "search random + stratified, min; @base"
     assert levers("tss-cifar10-robust-mean") == "search random + stratified, mean; @base"
     assert levers("tss-cifar10-robust-islands") == "search random + stratified, min; @base; 4 islands"
+    assert levers("cross-cifar10") == levers("tss-multi") == "search random, min; @base"
 
 
 def test_ablation_row_is_the_best_search_fitness_seed_of_the_report(runs, tmp_path, capsys):
