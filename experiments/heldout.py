@@ -201,6 +201,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{', '.join(f'{v:.3f}' for v in single['evolved_search_fitness'])}); '{SINGLE_MAX}' is chosen "
                   f"by {single['metric']} on each held-out sample itself: an upper bound, not a proxy one could "
                   "pick without held-out labels.", ""]
+        for name, targets in single.get("evolved_search_targets", {}).items():
+            lines += [f"Search fitness of {name} on each search target: "
+                      + ", ".join(f"{t} {v:.3f}" for t, v in targets.items()) + ".", ""]
     for protocol in ("random", "stratified"):
         for dataset, table in result[protocol].items():
             n = next(iter(table.values()))["n"]
@@ -284,6 +287,9 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     scored = {protocol: _score(texts, list(zoo), parts, config, prepared.terminals, scores_dir, resamples, meter,
                                best_on[protocol]) for protocol, parts in protocols.items()}
     single["evolved_search_fitness"] = [r["entries"][0]["fitness"] for _, _, r in runs]
+    if len(runs[0][2]["entries"][0].get("search_targets", {})) > 1:
+        single["evolved_search_targets"] = {f"evolved (seed {c.gp.seed})": r["entries"][0]["search_targets"]
+                                            for _, c, r in runs}
     result = {"runs": [str(r) for r, _, _ in runs], "configs": [c.to_toml() for _, c, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo}
               | {SINGLE_MAX: "chosen on each held-out sample (its row names it)"},

@@ -56,6 +56,7 @@ def test_single_terminal_rows_bound_every_single_terminal_baseline(runs, tmp_pat
     assert [row["search_fitness"] for row in single["by_search_fitness"]] == scorer(ranked)
     assert single["by_search_fitness"][0]["search_fitness"] >= max(scorer(list(campaign.BASELINES.values())))
     assert result["expressions"][heldout.SINGLE_BEST] == ranked[0]
+    assert "evolved_search_targets" not in single  # one search target: its fitness is the target's
     for protocol in ("random", "stratified"):
         table = result[protocol]["cifar10"]
         # every baseline is a single-terminal expression: the held-out maximum bounds them all

@@ -132,7 +132,14 @@ def test_a_cross_space_campaign_searches_and_reports_both_spaces(cross, tmp):
     search = campaign.prepare(config, run_dir, splits=("search",))
     per_space = Evaluator(campaign.search_payload(config, search)).per_target([best["expression"]])[0]
     assert len(per_space) == 2 and best["search_fitness"] == min(per_space)
-    assert "sss/cifar10, stratified held-out" in (tmp / "cross-report" / "results.md").read_text()
+    # the evolved proxy's search fitness on each target, as its hall of fame recorded it
+    seed = config.gp.seed
+    targets = result["single_terminal"]["evolved_search_targets"]
+    assert targets == {f"evolved (seed {seed})": record["entries"][0]["search_targets"]}
+    text = (tmp / "cross-report" / "results.md").read_text()
+    assert "sss/cifar10, stratified held-out" in text
+    assert (f"Search fitness of evolved (seed {seed}) on each search target: tss/cifar10 "
+            f"{targets[f'evolved (seed {seed})']['tss/cifar10']:.3f}, sss/cifar10 ") in text
     rows, matrix = transfer.transfer([run_dir])
     assert list(rows) == ["tss+sss cifar10 (seed 0)"] and list(matrix["tss+sss cifar10 (seed 0)"]) == names
 
