@@ -23,6 +23,7 @@ from evaluation.errors import ZcpError
 from experiments.campaign import CONFIG, campaign_terminals
 from experiments.commands import write_table
 from experiments.config import Config, load_config, parse_config
+from experiments.heldout import evolved_name
 from primitives.terminals import BASE
 
 PROTOCOLS = ("random", "stratified")
@@ -72,7 +73,7 @@ def row(folder: Path, part: str | None) -> dict[str, Any]:
             raise ZcpError(f"{folder} has no held-out part {name!r} (it has {', '.join(parts)})")
         cells = parts[name]
         evolved = [cells[k]["kendall"] for k in cells if k.startswith("evolved (seed")]
-        chosen = cells[f"evolved (seed {best})"]
+        chosen = cells[evolved_name(best)]
         out[protocol] = (chosen["kendall"], chosen["kendall_ci"], statistics.mean(evolved))
     return out
 

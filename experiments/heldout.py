@@ -61,6 +61,12 @@ SINGLE_MAX = "single terminal, best on this sample (upper bound)"
 SINGLE_TOP = 10
 """How many single-terminal expressions results.json lists by search fitness."""
 
+
+def evolved_name(seed: int) -> str:
+    """The row name of the proxy evolved with GP seed ``seed`` (results.json, results.md, ablation)."""
+    return f"evolved (seed {seed})"
+
+
 def _runs(run_dirs: list[Path]) -> list[tuple[Path, Config, dict[str, Any]]]:
     """Each run's config and finished hall of fame; all configs must agree but for the GP seed."""
     runs = []
@@ -281,15 +287,14 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     protocols = {"random": prepared.heldout, "stratified": stratified}
     with meter.phase("single-terminal expressions (cache)"):
         single, best_on = _single_terminal(config, prepared, protocols, resamples)
-    texts = {f"evolved (seed {c.gp.seed})": r["entries"][0]["expression"] for _, c, r in runs}
+    texts = {evolved_name(c.gp.seed): r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
     texts[SINGLE_BEST] = single["by_search_fitness"][0]["expression"]
     scored = {protocol: _score(texts, list(zoo), parts, config, prepared.terminals, scores_dir, resamples, meter,
                                best_on[protocol]) for protocol, parts in protocols.items()}
     single["evolved_search_fitness"] = [r["entries"][0]["fitness"] for _, _, r in runs]
     if len(runs[0][2]["entries"][0].get("search_targets", {})) > 1:
-        single["evolved_search_targets"] = {f"evolved (seed {c.gp.seed})": r["entries"][0]["search_targets"]
-                                            for _, c, r in runs}
+        single["evolved_search_targets"] = {evolved_name(c.gp.seed): r["entries"][0]["search_targets"] for _, c, r in runs}
     result = {"runs": [str(r) for r, _, _ in runs], "configs": [c.to_toml() for _, c, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo}
               | {SINGLE_MAX: "chosen on each held-out sample (its row names it)"},
@@ -301,7 +306,7 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(out / "results.md", markdown(result))
     best_run = max(runs, key=lambda r: r[2]["entries"][0]["fitness"])
-    name = f"evolved (seed {best_run[1].gp.seed})"
+    name = evolved_name(best_run[1].gp.seed)
     first = prepared.heldout[0]
     _plots(runs, (name, texts[name]), result["random"][first.name][name]["kendall"], first, prepared.terminals, out)
     return result
