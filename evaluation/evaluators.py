@@ -28,7 +28,8 @@ class Payload:
 
     Target i is named ``names[i]``, scores cache ``sources[i]`` (its packed ``arrays``), at rows
     ``rows[i]`` (None = all) with accuracies ``accuracies[i]``. Empty ``sources`` and ``rows``: one
-    target per cache, all of its rows."""
+    target per cache, all of its rows. ``memo_mib``: the subtree memo each evaluator keeps across
+    batches, all caches together (:class:`~evaluation.fitness.SubtreeMemo`; 0 = none)."""
 
     names: tuple[str, ...]
     arrays: tuple[dict[str, np.ndarray], ...]
@@ -40,13 +41,15 @@ class Payload:
     time_limit: float = TIME_LIMIT
     sources: tuple[int, ...] = ()
     rows: tuple[np.ndarray | None, ...] = ()
+    memo_mib: int = 0
 
     def fitness(self) -> Fitness:
         envs = [collate(a, self.terminals) for a in self.arrays]
         sources = self.sources or range(len(self.names))
         rows = self.rows or (None,) * len(self.names)
         targets = [Target(n, envs[s], acc, r) for n, s, acc, r in zip(self.names, sources, self.accuracies, rows)]
-        return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight, self.time_limit)
+        return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight, self.time_limit,
+                       self.memo_mib << 20)
 
     def evolution_setup(self) -> tuple[Registry, dict[str, type], Evaluator]:
         """What an island host (gp/islands.py) evolves with: the registry, the terminal types and a

@@ -24,11 +24,16 @@ of some kind, a subset of one, another search space's cache) and the correlation
 Many related candidates (e.g. the single-terminal expressions of gp/single.py) can share their common
 subtrees: ``share_subtrees=True`` keeps every subtree value of one call's candidates, per cache, until
 the call returns (the scores are the same; memory grows with the distinct subtrees of that call).
+Evolution's offspring share subtrees with their ancestors of earlier generations, so a fitness made
+with ``memo_bytes`` > 0 also keeps subtree values *across* calls, in a :class:`SubtreeMemo` per cache,
+all of them together bounded by that many bytes (least recently used values go first). The scores are the same either way;
+only the time changes.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +44,7 @@ from evaluation.errors import ZcpError
 from primitives.expression import Node, evaluate, parse, terminals_of
 from primitives.functions import REGISTRY
 from primitives.terminals import passes_needed, terminal_types
-from primitives.types import Value
+from primitives.types import Value, value_bytes
 
 WORST = -2.0
 METRICS = ("kendall", "spearman")
@@ -47,8 +52,9 @@ COMBINE = ("min", "mean")
 MAX_COST_WEIGHT = 0.1
 """Keeps a penalised fitness above WORST: 1 + 0.1 x 5 passes < 2."""
 TIME_LIMIT = 10.0
-Memos = dict[int, dict[str, Value]]
-"""Per cache (``id`` of its env): subtree text -> value, shared by the candidates of one call."""
+Memos = dict[int, MutableMapping[str, Value]]
+"""Per cache (``id`` of its env): subtree text -> value, shared by the candidates of one call (or of
+every call: :class:`SubtreeMemo`)."""
 
 
 def options_problem(metric: str, combine: str, cost_weight: float, time_limit: float) -> str | None:
@@ -100,17 +106,55 @@ def make_target(cache: Cache, accuracy_by_index: np.ndarray, name: str | None = 
     return Target(name or cache.manifest["dataset"], cache.env(), cache_accuracy(cache, accuracy_by_index))
 
 
+class SubtreeMemo(MutableMapping[str, Value]):
+    """Subtree text -> value holding at most ``max_bytes`` of values (:func:`~primitives.types.value_bytes`):
+    storing a value evicts the least recently used ones beyond that, and a value larger than a quarter
+    of ``max_bytes`` is not kept (it would flush the rest)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._values: OrderedDict[str, Value] = OrderedDict()
+
+    def __getitem__(self, text: str) -> Value:
+        self._values.move_to_end(text)
+        return self._values[text]
+
+    def __setitem__(self, text: str, value: Value) -> None:
+        size = value_bytes(value)
+        if size > self.max_bytes // 4:
+            return
+        if text in self._values:
+            del self[text]
+        self._values[text] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self.bytes -= value_bytes(self._values.popitem(last=False)[1])
+
+    def __delitem__(self, text: str) -> None:
+        self.bytes -= value_bytes(self._values.pop(text))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 class Fitness:
-    """Scores expression strings on one or more targets; see the module docstring."""
+    """Scores expression strings on one or more targets; see the module docstring (``memo_bytes``:
+    the subtree memos kept across calls, shared equally by the caches; 0 = none)."""
 
     def __init__(self, targets: Sequence[Target], terminals: Sequence[str], metric: str = "kendall",
-                 combine: str = "min", cost_weight: float = 0.0, time_limit: float = TIME_LIMIT) -> None:
+                 combine: str = "min", cost_weight: float = 0.0, time_limit: float = TIME_LIMIT,
+                 memo_bytes: int = 0) -> None:
         problem = options_problem(metric, combine, cost_weight, time_limit)
         if problem:
             raise ZcpError(problem)
         self.targets, self.metric, self.combine = list(targets), metric, combine
         self.cost_weight, self.time_limit = cost_weight, time_limit
         self.types = terminal_types(terminals)
+        envs = {id(t.env) for t in self.targets}
+        self.memos: Memos | None = {e: SubtreeMemo(memo_bytes // len(envs)) for e in envs} if memo_bytes else None
 
     def scores(self, text: str, time_limit: float | None = None) -> list[np.ndarray]:
         """The candidate's raw scores on each target (raises ZcpError if it cannot be evaluated or
@@ -129,13 +173,13 @@ class Fitness:
         return out
 
     def __call__(self, texts: Sequence[str], share_subtrees: bool = False) -> list[float]:
-        memos: Memos | None = {} if share_subtrees else None
+        memos = {} if share_subtrees else self.memos
         return [self._fitness(t, memos) for t in texts]
 
     def values(self, texts: Sequence[str], share_subtrees: bool = False) -> list[list[float]]:
         """Each candidate's raw correlation on each target (WORST everywhere when it fails): which
         target limits a candidate."""
-        memos: Memos | None = {} if share_subtrees else None
+        memos = {} if share_subtrees else self.memos
         return [self._values(t, memos)[0] for t in texts]
 
     def _values(self, text: str, memos: Memos | None = None) -> tuple[list[float], Node | None]:

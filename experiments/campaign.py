@@ -196,7 +196,8 @@ def search_payload(config: Config, prepared: Prepared) -> Payload:
             rows.append(subset)
             accuracies.append(part.accuracy if subset is None else part.accuracy[subset])
     return Payload(tuple(names), tuple(part.cache.arrays for part in prepared.search), tuple(accuracies),
-                   prepared.terminals, c.metric, c.combine, c.cost_weight, c.time_limit, tuple(sources), tuple(rows))
+                   prepared.terminals, c.metric, c.combine, c.cost_weight, c.time_limit, tuple(sources), tuple(rows),
+                   config.parallel.memo_mib)
 
 
 def heldout_report(texts: list[str], prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:

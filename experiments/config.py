@@ -12,10 +12,12 @@
     [parallel]  backend ('serial' | 'ray'), workers, address (empty = local Ray; 'auto' = the cluster
                 `ray start` left on this machine), gpus_per_task (cache tasks and fitness actors; 0 = default:
                 a GPU share per worker for a CUDA cache build, none for fitness),
-                node_ip_address (this machine's address in the cluster; empty = derived from address)
+                node_ip_address (this machine's address in the cluster; empty = derived from address),
+                memo_mib (MiB of subtree values each fitness evaluator keeps across generations;
+                0 = none; speed only, the scores are the same)
 
 Every value has a default; the run directory keeps the complete config (defaults filled in), and its
-hash (of every setting that can change results, so not the energy ones) guards ``zcp resume`` against
+hash (of every setting that can change results, so not the energy ones nor ``memo_mib``) guards ``zcp resume`` against
 a changed config.
 
 Search targets. The fitness of a campaign combines (``combine``) the correlations on every search
@@ -141,9 +143,12 @@ class ParallelSection:
     address: str = ""
     gpus_per_task: float = 0.0
     node_ip_address: str = ""
+    memo_mib: int = 1024
 
     def __post_init__(self) -> None:
         gpu_share(self.gpus_per_task)
+        if self.memo_mib < 0:
+            raise ValueError(f"memo_mib must be >= 0 MiB, got {self.memo_mib}")
 
 
 @dataclass(frozen=True)
@@ -166,16 +171,18 @@ class Config:
         return "\n".join(lines)
 
     def results_dict(self) -> dict[str, dict[str, Any]]:
-        """:meth:`to_dict` without the settings that cannot change results (energy tracking)."""
+        """:meth:`to_dict` without the settings that cannot change results (energy tracking, memo size)."""
         values = self.to_dict()
-        values["campaign"] = {k: v for k, v in values["campaign"].items() if k not in ENERGY_KEYS}
+        for section, keys in SPEED_ONLY.items():
+            values[section] = {k: v for k, v in values[section].items() if k not in keys}
         return values
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.results_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-ENERGY_KEYS = ("energy", "energy_region")
+SPEED_ONLY = {"campaign": ("energy", "energy_region"), "parallel": ("memo_mib",)}
+"""Settings left out of the digest: they change what a run measures or how fast it goes, never its results."""
 
 
 SECTIONS = {"campaign": CampaignSection, "sample": SampleSection, "cache": CacheSection, "gp": GPConfig,

@@ -102,6 +102,14 @@ def clamp_value(value: Value) -> Value:
     return type(value)(data, value.rows)
 
 
+def value_bytes(value: Value) -> int:
+    """Bytes of a value's data (and mask); its Rows are not counted (values share them with their inputs)."""
+    size = value.data.numel() * value.data.element_size()
+    if isinstance(value, Vector):
+        size += value.mask.numel() * value.mask.element_size()
+    return size
+
+
 def constant_value(value: float, type_: type, networks: Rows) -> NetScalar | RowScalar:
     """A constant of a scalar type on network rows (one entry per network)."""
     data = torch.full((networks.n,), value, dtype=DTYPE, device=networks.seg.device)

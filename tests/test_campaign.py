@@ -12,6 +12,7 @@ import pytest
 from evaluation.errors import ZcpError
 from evaluation.fitness import WORST, Fitness, Target, rank_correlation
 from experiments import campaign
+from experiments.config import parse_config
 from tests.campaigns import assert_one_line_config_error, tiny_config, without_progress
 
 
@@ -75,6 +76,14 @@ def test_serial_and_ray_give_the_same_hall_of_fame(finished, tmp_path, cache_dir
     assert record["entries"] == finished[1]["entries"]
 
 
+def test_the_subtree_memo_changes_time_not_results(finished, tmp_path, cache_dir):
+    config = tiny_config(tmp_path, cache_dir, generations=30)
+    config.write_text(config.read_text() + "memo_mib = 0\n")
+    record = campaign.start(config, tmp_path / "no-memo", progress=False)
+    assert record["entries"] == finished[1]["entries"]
+    assert parse_config("[parallel]\nmemo_mib = 0\n").digest() == parse_config("").digest()
+
+
 def test_resume_refuses_a_changed_config(finished, tmp_path):
     import shutil
 
@@ -101,6 +110,7 @@ def test_resume_refuses_a_changed_config(finished, tmp_path):
     ("[campaign]\nmetric = 'pearson'\n", "\\[campaign\\] metric 'pearson' is not one of kendall, spearman"),
     ("[campaign]\ncombine = 'max'\n", "\\[campaign\\] combine 'max' is not one of min, mean"),
     ("[campaign]\ncost_weight = 1.0\n", "\\[campaign\\] cost_weight must be in \\[0, 0.1\\]"),
+    ("[parallel]\nmemo_mib = -1\n", "\\[parallel\\] memo_mib must be >= 0 MiB, got -1"),
 ])
 def test_bad_configs_are_one_line_errors(text, match):
     assert_one_line_config_error(text, match)
