@@ -26,14 +26,14 @@ subtrees: ``share_subtrees=True`` keeps every subtree value of one call's candid
 the call returns (the scores are the same; memory grows with the distinct subtrees of that call).
 Evolution's offspring share subtrees with their ancestors of earlier generations, so a fitness made
 with ``memo_bytes`` > 0 also keeps subtree values *across* calls, in a :class:`SubtreeMemo` per cache,
-all of them together bounded by that many bytes (least recently used values go first). The scores are the same either way;
-only the time changes.
+all of them together bounded by that many bytes (the values cheapest to compute again per byte go
+first). The scores are the same either way; only the time changes.
 """
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,31 +107,62 @@ def make_target(cache: Cache, accuracy_by_index: np.ndarray, name: str | None = 
 
 
 class SubtreeMemo(MutableMapping[str, Value]):
-    """Subtree text -> value holding at most ``max_bytes`` of values (:func:`~primitives.types.value_bytes`):
-    storing a value evicts the least recently used ones beyond that, and a value larger than a quarter
-    of ``max_bytes`` is not kept (it would flush the rest)."""
+    """Subtree text -> value, holding at most ``max_bytes`` of values (:func:`~primitives.types.value_bytes`).
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes, self.bytes = max_bytes, 0
-        self._values: OrderedDict[str, Value] = OrderedDict()
+    Eviction is GreedyDual-Size (Cao and Irani, 1997): a value's priority is ``floor + seconds / bytes``,
+    where ``seconds`` runs from the lookup that missed it to its store (what computing it again costs)
+    and ``floor`` is the priority of the last value evicted, so values left unused age; a hit renews the
+    priority. Cheap large values (a clamped terminal matrix) therefore go before costly small ones (the
+    spectrum of one). A value larger than a quarter of ``max_bytes`` is not kept (it would flush the rest).
+    """
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.max_bytes, self.bytes, self._clock, self._floor = max_bytes, 0, clock, 0.0
+        self._values: dict[str, tuple[Value, float]] = {}  # text -> (value, seconds per byte)
+        self._priority: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []  # (priority, text), with stale entries skipped on pop
+        self._missed: dict[str, float] = {}  # text -> when its lookup missed
+
+    def __contains__(self, text: object) -> bool:
+        if text in self._values:
+            return True
+        if len(self._missed) > 10_000:  # lookups of failed evaluations that were never stored
+            self._missed.clear()
+        self._missed[str(text)] = self._clock()
+        return False
 
     def __getitem__(self, text: str) -> Value:
-        self._values.move_to_end(text)
-        return self._values[text]
+        value, worth = self._values[text]
+        self._renew(text, worth)
+        return value
 
     def __setitem__(self, text: str, value: Value) -> None:
-        size = value_bytes(value)
+        now = self._clock()
+        seconds, size = now - self._missed.pop(text, now), value_bytes(value)
         if size > self.max_bytes // 4:
             return
         if text in self._values:
             del self[text]
-        self._values[text] = value
+        worth = seconds / max(size, 1)
+        self._values[text] = value, worth
         self.bytes += size
+        self._renew(text, worth)
         while self.bytes > self.max_bytes:
-            self.bytes -= value_bytes(self._values.popitem(last=False)[1])
+            priority, victim = heapq.heappop(self._heap)
+            if self._priority.get(victim) == priority:
+                self._floor = priority
+                del self[victim]
+
+    def _renew(self, text: str, worth: float) -> None:
+        self._priority[text] = self._floor + worth
+        heapq.heappush(self._heap, (self._priority[text], text))
+        if len(self._heap) > 4 * len(self._priority) + 64:
+            self._heap = sorted((p, t) for t, p in self._priority.items())  # a sorted list is a heap
 
     def __delitem__(self, text: str) -> None:
-        self.bytes -= value_bytes(self._values.pop(text))
+        value, _ = self._values.pop(text)
+        del self._priority[text]
+        self.bytes -= value_bytes(value)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

@@ -143,7 +143,7 @@ class ParallelSection:
     address: str = ""
     gpus_per_task: float = 0.0
     node_ip_address: str = ""
-    memo_mib: int = 1024
+    memo_mib: int = 512
 
     def __post_init__(self) -> None:
         gpu_share(self.gpus_per_task)

@@ -28,18 +28,42 @@ def test_value_bytes_counts_data_and_mask():
     assert value_bytes(vector) == 3 * 4 * 8 + 3 * 4 and value_bytes(_scalar(5)) == 40
 
 
-def test_memo_keeps_the_recently_used_within_its_bound():
-    memo = SubtreeMemo(max_bytes=400)
-    for name in "abcd":
-        memo[name] = _scalar(10)  # 80 bytes each
-    assert memo.bytes == 320 and list(memo) == ["a", "b", "c", "d"]
-    memo["a"]  # read: now the most recently used
-    memo["e"], memo["f"] = _scalar(10), _scalar(10)  # 480 bytes: the least recently used (b) goes
-    assert list(memo) == ["c", "d", "a", "e", "f"] and memo.bytes == 400
-    memo["big"] = _scalar(13)  # 104 bytes > 400 / 4: not kept, nothing evicted
-    assert "big" not in memo and len(memo) == 5
-    memo["c"] = _scalar(5)  # a stored text replaced: its bytes are recounted
-    assert memo.bytes == 360 and list(memo)[-1] == "c"
+class Clock:
+    """A clock the test moves: ``memo.seconds`` of computing pass between a lookup miss and the store."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _compute(memo: SubtreeMemo, clock: Clock, text: str, value: NetScalar, seconds: float) -> None:
+    assert text not in memo  # the miss, as evaluate() looks it up
+    clock.now += seconds
+    memo[text] = value
+
+
+def test_memo_evicts_the_cheapest_per_byte_within_its_bound():
+    clock = Clock()
+    memo = SubtreeMemo(max_bytes=400, clock=clock)
+    _compute(memo, clock, "costly", _scalar(10), 8.0)  # 80 bytes each from here on
+    _compute(memo, clock, "cheap", _scalar(10), 0.1)
+    _compute(memo, clock, "middle", _scalar(10), 1.0)
+    _compute(memo, clock, "middle2", _scalar(10), 1.0)
+    assert memo.bytes == 320 and len(memo) == 4
+    _compute(memo, clock, "new", _scalar(10), 0.5)  # 400 bytes: fits
+    _compute(memo, clock, "newer", _scalar(10), 0.5)  # 480: the cheapest per byte goes
+    assert "cheap" not in memo and memo.bytes == 400
+    for _ in range(3):
+        memo["middle"]  # hits renew a value's priority above those of values left unused
+        _compute(memo, clock, f"filler{_}", _scalar(10), 1.5)
+    assert "middle" in memo and "costly" in memo and "middle2" not in memo and memo.bytes <= 400
+    _compute(memo, clock, "big", _scalar(13), 100.0)  # 104 bytes > 400 / 4: not kept, nothing evicted
+    assert "big" not in memo and memo.bytes <= 400
+    before = memo.bytes
+    memo["costly"] = _scalar(5)  # a stored text replaced: its bytes are recounted
+    assert memo.bytes == before - 40 and memo["costly"].data.shape == (5,)
 
 
 @pytest.fixture(scope="module")
