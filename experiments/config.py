@@ -17,8 +17,8 @@
                 0 = none; speed only, the scores are the same)
 
 Every value has a default; the run directory keeps the complete config (defaults filled in), and its
-hash (of every setting that can change results, so not the energy ones nor ``memo_mib``) guards ``zcp resume`` against
-a changed config.
+hash (of every setting that can change results, so not the energy ones nor ``memo_mib``) guards
+``zcp resume`` against a changed config.
 
 Search targets. The fitness of a campaign combines (``combine``) the correlations on every search
 target: one per space x dataset x search kind x subset. ``space`` and ``search_kind`` take one name or
