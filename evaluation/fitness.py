@@ -35,12 +35,14 @@ import heapq
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from scipy import stats
 
 from evaluation.cache import Cache
 from evaluation.errors import ZcpError
+from evaluation.parallel import release_memory
 from primitives.expression import Node, evaluate, parse, terminals_of
 from primitives.functions import REGISTRY
 from primitives.terminals import passes_needed, terminal_types
@@ -52,6 +54,11 @@ COMBINE = ("min", "mean")
 MAX_COST_WEIGHT = 0.1
 """Keeps a penalised fitness above WORST: 1 + 0.1 x 5 passes < 2."""
 TIME_LIMIT = 10.0
+RELEASE_EVERY = 100
+"""With a memo kept across calls, the heap pages freed are given back to the OS after every this many
+candidates: the memo's long-lived values pin glibc's heap otherwise (replaying 3,000 candidates of a
+run with a 512 MiB memo, RSS grew from 1.4 to 4.2 GiB without this, and stayed at 1.9 GiB with it)."""
+T = TypeVar("T")
 Memos = dict[int, MutableMapping[str, Value]]
 """Per cache (``id`` of its env): subtree text -> value, shared by the candidates of one call (or of
 every call: :class:`SubtreeMemo`)."""
@@ -204,14 +211,21 @@ class Fitness:
         return out
 
     def __call__(self, texts: Sequence[str], share_subtrees: bool = False) -> list[float]:
-        memos = {} if share_subtrees else self.memos
-        return [self._fitness(t, memos) for t in texts]
+        return self._each(texts, share_subtrees, self._fitness)
 
     def values(self, texts: Sequence[str], share_subtrees: bool = False) -> list[list[float]]:
         """Each candidate's raw correlation on each target (WORST everywhere when it fails): which
         target limits a candidate."""
+        return self._each(texts, share_subtrees, lambda text, memos: self._values(text, memos)[0])
+
+    def _each(self, texts: Sequence[str], share_subtrees: bool, score: Callable[[str, Memos | None], T]) -> list[T]:
         memos = {} if share_subtrees else self.memos
-        return [self._values(t, memos)[0] for t in texts]
+        out = []
+        for i, text in enumerate(texts, 1):
+            out.append(score(text, memos))
+            if memos is self.memos is not None and i % RELEASE_EVERY == 0:
+                release_memory()
+        return out
 
     def _values(self, text: str, memos: Memos | None = None) -> tuple[list[float], Node | None]:
         try:

@@ -94,3 +94,17 @@ def test_scores_with_the_memo_equal_scores_without(targets, memo_bytes):
     assert len(memos) == 2 and all(0 < m.bytes <= memo_bytes // 2 for m in memos)
     assert sum(map(len, memos)) > 0 and plain.memos is None
 
+
+
+def test_heap_pages_are_released_every_hundred_candidates_only_with_a_kept_memo(targets, monkeypatch):
+    import evaluation.fitness as fitness_module
+
+    calls = []
+    monkeypatch.setattr(fitness_module, "release_memory", lambda: calls.append(1))
+    texts = ["params", "curvature", "n_add(params, curvature)"] * 84  # 252 candidates
+    kept = Fitness(targets, TERMS, memo_bytes=1 << 20)
+    kept(texts)
+    assert len(calls) == 2
+    kept(texts, share_subtrees=True)  # a memo of this call only: nothing pinned
+    Fitness(targets, TERMS).values(texts)
+    assert len(calls) == 2

@@ -7,13 +7,15 @@ it evaluated them), loads the run's search caches, and scores ``--n`` of those e
 ``--start`` on, in that order, once per memo size (``[parallel] memo_mib``; 0 = no memo), each with a
 new fitness and one torch thread (as a Ray actor). ``--warm`` expressions before ``--start`` are scored
 first, untimed, so the memo holds what a run in its middle would hold. Prints expressions per second,
-each size's speed-up over the first size, the memo's bytes, and whether every fitness equals the one the
-run recorded (it must: the memo changes time, not scores).
+each size's speed-up over the first size, the memo's bytes, this process's RSS after the size's run
+(Linux), and whether every fitness equals the one the run recorded (it must: the memo changes time,
+not scores).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -61,7 +63,13 @@ def main() -> None:
         held = sum(m.bytes for m in fitness.memos.values()) if fitness.memos else 0
         same = all(s == recorded[t] for s, t in zip(scores, timed))
         print(f"memo {mib:>5} MiB: {rates[-1]:6.1f} expressions/s ({seconds:.1f} s), {rates[-1] / rates[0]:.2f}x the "
-              f"{sizes[0]} MiB rate; memo holds {held / 2**20:.0f} MiB; fitness as recorded: {same}")
+              f"{sizes[0]} MiB rate; memo holds {held / 2**20:.0f} MiB, RSS {_rss_mib()}; fitness as recorded: {same}")
+        del fitness
+
+
+def _rss_mib() -> str:
+    statm = Path("/proc/self/statm")
+    return f"{int(statm.read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20:.0f} MiB" if statm.exists() else "n/a"
 
 
 if __name__ == "__main__":
