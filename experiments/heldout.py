@@ -294,7 +294,8 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
                                best_on[protocol]) for protocol, parts in protocols.items()}
     single["evolved_search_fitness"] = [r["entries"][0]["fitness"] for _, _, r in runs]
     if len(runs[0][2]["entries"][0].get("search_targets", {})) > 1:
-        single["evolved_search_targets"] = {evolved_name(c.gp.seed): r["entries"][0]["search_targets"] for _, c, r in runs}
+        single["evolved_search_targets"] = {evolved_name(c.gp.seed): r["entries"][0]["search_targets"]
+                                            for _, c, r in runs}
     result = {"runs": [str(r) for r, _, _ in runs], "configs": [c.to_toml() for _, c, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo}
               | {SINGLE_MAX: "chosen on each held-out sample (its row names it)"},

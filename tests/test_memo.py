@@ -1,5 +1,5 @@
-"""The subtree memo a fitness keeps across calls: bounded, least recently used first, and invisible in
-the scores (also when two caches share one fitness and when the bound forces evictions)."""
+"""The subtree memo a fitness keeps across calls: bounded, cheapest to recompute per byte evicted first,
+and invisible in the scores (also when two caches share one fitness and when the bound forces evictions)."""
 import random
 
 import numpy as np
@@ -29,7 +29,7 @@ def test_value_bytes_counts_data_and_mask():
 
 
 class Clock:
-    """A clock the test moves: ``memo.seconds`` of computing pass between a lookup miss and the store."""
+    """A clock the test moves, so the seconds between a lookup miss and the store are chosen."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -93,7 +93,6 @@ def test_scores_with_the_memo_equal_scores_without(targets, memo_bytes):
     memos = list(kept.memos.values())
     assert len(memos) == 2 and all(0 < m.bytes <= memo_bytes // 2 for m in memos)
     assert sum(map(len, memos)) > 0 and plain.memos is None
-
 
 
 def test_heap_pages_are_released_every_hundred_candidates_only_with_a_kept_memo(targets, monkeypatch):

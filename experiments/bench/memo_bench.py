@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from dataclasses import replace
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from evaluation.errors import ZcpError
 from evaluation.evaluators import one_thread
+from experiments.bench.build_forward import rss_mib
 from experiments.campaign import prepare, search_payload
 from experiments.config import load_config
 
@@ -63,13 +63,8 @@ def main() -> None:
         held = sum(m.bytes for m in fitness.memos.values()) if fitness.memos else 0
         same = all(s == recorded[t] for s, t in zip(scores, timed))
         print(f"memo {mib:>5} MiB: {rates[-1]:6.1f} expressions/s ({seconds:.1f} s), {rates[-1] / rates[0]:.2f}x the "
-              f"{sizes[0]} MiB rate; memo holds {held / 2**20:.0f} MiB, RSS {_rss_mib()}; fitness as recorded: {same}")
+              f"{sizes[0]} MiB rate; memo holds {held / 2**20:.0f} MiB, RSS {rss_mib():.0f} MiB; fitness as recorded: {same}")
         del fitness
-
-
-def _rss_mib() -> str:
-    statm = Path("/proc/self/statm")
-    return f"{int(statm.read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20:.0f} MiB" if statm.exists() else "n/a"
 
 
 if __name__ == "__main__":
