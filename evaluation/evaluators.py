@@ -29,7 +29,8 @@ class Payload:
     Target i is named ``names[i]``, scores cache ``sources[i]`` (its packed ``arrays``), at rows
     ``rows[i]`` (None = all) with accuracies ``accuracies[i]``. Empty ``sources`` and ``rows``: one
     target per cache, all of its rows. ``memo_mib``: the subtree memo each evaluator keeps across
-    batches, all caches together (:class:`~evaluation.fitness.SubtreeMemo`; 0 = none)."""
+    batches, all caches together (:class:`~evaluation.fitness.SubtreeMemo`; 0 = none). ``goals``: one
+    per target for goal attainment (:mod:`evaluation.fitness`), or none."""
 
     names: tuple[str, ...]
     arrays: tuple[dict[str, np.ndarray], ...]
@@ -42,6 +43,7 @@ class Payload:
     sources: tuple[int, ...] = ()
     rows: tuple[np.ndarray | None, ...] = ()
     memo_mib: int = 0
+    goals: tuple[float, ...] = ()
 
     def fitness(self) -> Fitness:
         envs = [collate(a, self.terminals) for a in self.arrays]
@@ -49,7 +51,7 @@ class Payload:
         rows = self.rows or (None,) * len(self.names)
         targets = [Target(n, envs[s], acc, r) for n, s, acc, r in zip(self.names, sources, self.accuracies, rows)]
         return Fitness(targets, self.terminals, self.metric, self.combine, self.cost_weight, self.time_limit,
-                       self.memo_mib << 20)
+                       self.memo_mib << 20, self.goals)
 
     def evolution_setup(self) -> tuple[Registry, dict[str, type], Evaluator]:
         """What an island host (gp/islands.py) evolves with: the registry, the terminal types and a

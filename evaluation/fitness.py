@@ -21,6 +21,13 @@ of some kind, a subset of one, another search space's cache) and the correlation
 ``min`` (the proxy must work everywhere) or ``mean``. Targets that share a cache share its values
 (``env``): the expression is evaluated once per cache, and a subset target correlates its rows only.
 
+Goals (goal attainment, for ``min``): the targets' correlations need not be comparable (on a stratified
+sample every proxy ranks better than on a random one, so a plain ``min`` only ever sees the random
+tau). With a goal g_t per target the fitness is ``min_t (tau_t - g_t) + max_t g_t``: the worst margin
+to the goals, shifted by a constant so that it reads on the tau scale of the target with the highest
+goal and never falls below -1 (a candidate ``max_t g_t - g_s`` short of every goal but target s's
+is limited by s). Which candidates win depends on the goals only through their differences.
+
 Many related candidates (e.g. the single-terminal expressions of gp/single.py) can share their common
 subtrees: ``share_subtrees=True`` keeps every subtree value of one call's candidates, per cache, until
 the call returns (the scores are the same; memory grows with the distinct subtrees of that call).
@@ -64,12 +71,18 @@ Memos = dict[int, MutableMapping[str, Value]]
 every call: :class:`SubtreeMemo`)."""
 
 
-def options_problem(metric: str, combine: str, cost_weight: float, time_limit: float) -> str | None:
+def options_problem(metric: str, combine: str, cost_weight: float, time_limit: float,
+                    goals: Sequence[float] = ()) -> str | None:
     """What is wrong with these fitness options (one line), or None: shared by :class:`Fitness` and
     the campaign config, so both refuse the same values with the same words."""
     for key, value, known in (("metric", metric, METRICS), ("combine", combine, COMBINE)):
         if value not in known:
             return f"{key} {value!r} is not one of {', '.join(known)}"
+    if goals and combine != "min":
+        return f"goals need combine = 'min' (goal attainment maximises the worst margin), got {combine!r}"
+    bad = [g for g in goals if not -1.0 <= g <= 1.0]
+    if bad:
+        return f"a goal is a correlation in [-1, 1], got {bad[0]!r}"
     if not 0.0 <= cost_weight <= MAX_COST_WEIGHT:
         return f"cost_weight must be in [0, {MAX_COST_WEIGHT}], got {cost_weight}"
     if not time_limit > 0:
@@ -178,17 +191,34 @@ class SubtreeMemo(MutableMapping[str, Value]):
         return len(self._values)
 
 
+def combined(values: Sequence[float], combine: str = "min", goals: Sequence[float] = ()) -> float:
+    """The correlations on the targets as one fitness (module docstring); with goals, WORST if any is."""
+    if goals:
+        if WORST in values:
+            return WORST
+        return float(min(v - g for v, g in zip(values, goals, strict=True)) + max(goals))
+    return float(min(values) if combine == "min" else np.mean(values))
+
+
+def limiting(values: Sequence[float], goals: Sequence[float] = ()) -> int:
+    """The target that limits a ``min`` (with goals: the one with the smallest margin)."""
+    return int(np.argmin(np.subtract(values, goals) if goals else values))
+
+
 class Fitness:
-    """Scores expression strings on one or more targets; see the module docstring (``memo_bytes``:
-    the subtree memos kept across calls, shared equally by the caches; 0 = none)."""
+    """Scores expression strings on one or more targets; see the module docstring (``goals``: one per
+    target, or none; ``memo_bytes``: the subtree memos kept across calls, shared equally by the caches;
+    0 = none)."""
 
     def __init__(self, targets: Sequence[Target], terminals: Sequence[str], metric: str = "kendall",
                  combine: str = "min", cost_weight: float = 0.0, time_limit: float = TIME_LIMIT,
-                 memo_bytes: int = 0) -> None:
-        problem = options_problem(metric, combine, cost_weight, time_limit)
+                 memo_bytes: int = 0, goals: Sequence[float] = ()) -> None:
+        problem = options_problem(metric, combine, cost_weight, time_limit, goals)
+        if goals and len(goals) != len(targets):
+            problem = f"{len(goals)} goals for {len(targets)} targets"
         if problem:
             raise ZcpError(problem)
-        self.targets, self.metric, self.combine = list(targets), metric, combine
+        self.targets, self.metric, self.combine, self.goals = list(targets), metric, combine, tuple(goals)
         self.cost_weight, self.time_limit = cost_weight, time_limit
         self.types = terminal_types(terminals)
         envs = {id(t.env) for t in self.targets}
@@ -238,7 +268,7 @@ class Fitness:
     def _fitness(self, text: str, memos: Memos | None = None) -> float:
         """Correlations combined over targets, minus the pass cost when asked; WORST when it fails."""
         values, node = self._values(text, memos)
-        value = float(min(values) if self.combine == "min" else np.mean(values))
+        value = combined(values, self.combine, self.goals)
         if value == WORST or not self.cost_weight:
             return value
         return value - self.cost_weight * passes_needed(terminals_of(node))

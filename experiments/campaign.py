@@ -36,13 +36,13 @@ from evaluation.cache import Cache, build_cache, cache_parts, load_cache, merge_
 from evaluation.energy import ENERGY_FILE, EnergyMeter, NoMeter, energy_meter
 from evaluation.errors import ZcpError
 from evaluation.evaluators import Evaluator, Payload
-from evaluation.fitness import Fitness, Target, cache_accuracy, rank_correlation
+from evaluation.fitness import Fitness, Target, cache_accuracy, limiting, rank_correlation
 from evaluation.groundtruth import load_ground_truth
 from evaluation.paths import DataPaths
 from evaluation.samples import Sample, make_sample, write_sample
 from evaluation.spaces import get_space
 from experiments.checkpoint import read_checkpoint, write_checkpoint
-from experiments.config import MIN_SUBSET_N, Config, config_terminals, load_config
+from experiments.config import MIN_SUBSET_N, Config, config_terminals, load_config, part_name
 from gp.engine import Evolution
 from gp.islands import Islands
 from primitives.expression import parse, terminals_of
@@ -87,14 +87,6 @@ class Prepared:
 def campaign_terminals(config: Config) -> tuple[str, ...]:
     """The terminals a campaign caches and evolves over (``@base`` when the config lists none)."""
     return config_terminals(config.cache.terminals)
-
-
-def part_name(config: Config, space: str, dataset: str, kind: str | None = None) -> str:
-    """What logs and reports call a sample: its dataset, prefixed by its space in a cross-space
-    campaign and followed by its kind when the campaign searches several kinds (``kind`` None: held-out)."""
-    c, s = config.campaign, config.sample
-    return "/".join([*([space] if len(c.spaces) > 1 else []), dataset,
-                     *([kind] if kind is not None and len(s.search_kinds) > 1 else [])])
 
 
 def cache_for(config: Config, sample: Sample, dataset: str, run_dir: Path, paths: DataPaths | None = None,
@@ -186,18 +178,20 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
 
 
 def search_payload(config: Config, prepared: Prepared) -> Payload:
-    """The search targets: each search part whole, or each of its ``subsets`` disjoint subsets."""
+    """The search targets: each search part whole, or each of its ``subsets`` disjoint subsets (each
+    with its part's goal, when the campaign sets goals)."""
     c, k = config.campaign, config.sample.subsets
-    names, sources, rows, accuracies = [], [], [], []
+    names, sources, rows, accuracies, goals = [], [], [], [], []
     for i, part in enumerate(prepared.search):
         for j, subset in enumerate(subset_rows(len(part.accuracy), k, c.seed)):
             names.append(part.name if subset is None else f"{part.name}/subset{j + 1}of{k}")
             sources.append(i)
             rows.append(subset)
             accuracies.append(part.accuracy if subset is None else part.accuracy[subset])
+            goals += [c.goals[part.name]] if c.goals else []
     return Payload(tuple(names), tuple(part.cache.arrays for part in prepared.search), tuple(accuracies),
                    prepared.terminals, c.metric, c.combine, c.cost_weight, c.time_limit, tuple(sources), tuple(rows),
-                   config.parallel.memo_mib)
+                   config.parallel.memo_mib, tuple(goals))
 
 
 def heldout_report(texts: list[str], prepared: Prepared) -> dict[str, dict[str, dict[str, float]]]:
@@ -215,13 +209,13 @@ def heldout_report(texts: list[str], prepared: Prepared) -> dict[str, dict[str, 
     return report
 
 
-def _explain(line: dict[str, Any], engine: Evolution | Islands, evaluator: Evaluator, names: tuple[str, ...]) -> dict[str, Any]:
+def _explain(line: dict[str, Any], engine: Evolution | Islands, evaluator: Evaluator, payload: Payload) -> dict[str, Any]:
     """With several search targets, add to a log line the best expression's fitness on each target
-    (``targets``) and the one that limits it (``limiting``, the argmin)."""
-    if len(names) > 1:
+    (``targets``) and the one that limits it (``limiting``: the argmin, of the margins with goals)."""
+    if len(payload.names) > 1:
         values = evaluator.per_target([engine.hall_of_fame.entries()[0]["expression"]])[0]
-        line["targets"] = dict(zip(names, values))
-        line["limiting"] = names[int(np.argmin(values))]
+        line["targets"] = dict(zip(payload.names, values))
+        line["limiting"] = payload.names[limiting(values, payload.goals)]
     return line
 
 
@@ -276,11 +270,11 @@ def _evolve(run_dir: Path, config: Config, payload: Payload, types: dict[str, ty
             log = [line for line in _read_log(run_dir) if line["generation"] <= engine.generation]
         else:
             engine, scorer, close = _engine(config, payload, types)
-            log.append(_explain(engine.initialise(), engine, scorer, payload.names))
+            log.append(_explain(engine.initialise(), engine, scorer, payload))
             _checkpoint(run_dir, engine, config, pset_digest, log)
         bar = tqdm(total=config.gp.generations, initial=engine.generation, disable=not show, desc="evolve", unit="gen")
         while engine.generation < config.gp.generations:
-            log.append(_explain(engine.step(), engine, scorer, payload.names))
+            log.append(_explain(engine.step(), engine, scorer, payload))
             _checkpoint(run_dir, engine, config, pset_digest, log)
             bar.update(1)
             bar.set_postfix(best=f"{log[-1]['best']:.3f}")

@@ -1,6 +1,8 @@
 """Campaign configuration: a TOML file with the sections below; an unknown key is an error naming it.
 
     [campaign]  space, datasets, metric ('kendall' | 'spearman'), combine ('min' | 'mean'),
+                goals (a table: search sample name -> the correlation asked of it, e.g.
+                {"cifar10/random" = 0.77, "cifar10/stratified" = 0.83}; empty = none),
                 cost_weight (fitness minus this x passes per network; 0 = off), seed,
                 time_limit (seconds one candidate may take; an overrun scores worst),
                 energy (measure energy per phase with CodeCarbon: true | false),
@@ -75,6 +77,7 @@ class CampaignSection:
     datasets: tuple[str, ...] = ("cifar10",)
     metric: str = "kendall"
     combine: str = "min"
+    goals: dict[str, float] = field(default_factory=dict)
     cost_weight: float = 0.0
     seed: int = 0
     time_limit: float = TIME_LIMIT
@@ -84,7 +87,8 @@ class CampaignSection:
     def __post_init__(self) -> None:
         _distinct("space", self.spaces)
         _distinct("datasets", self.datasets)
-        problem = options_problem(self.metric, self.combine, self.cost_weight, self.time_limit)
+        problem = options_problem(self.metric, self.combine, self.cost_weight, self.time_limit,
+                                  tuple(self.goals.values()))
         if problem:
             raise ValueError(problem)
 
@@ -166,15 +170,19 @@ class Config:
         lines = []
         for section, values in self.to_dict().items():
             lines.append(f"[{section}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
             lines.append("")
         return "\n".join(lines)
 
     def results_dict(self) -> dict[str, dict[str, Any]]:
-        """:meth:`to_dict` without the settings that cannot change results (energy tracking, memo size)."""
+        """:meth:`to_dict` without the settings that cannot change results (energy tracking, memo size),
+        nor those added since runs were made while they keep their default."""
         values = self.to_dict()
         for section, keys in SPEED_ONLY.items():
             values[section] = {k: v for k, v in values[section].items() if k not in keys}
+        for section, keys in ADDED_LATER.items():
+            default = SECTIONS[section]()
+            values[section] = {k: v for k, v in values[section].items() if k not in keys or v != getattr(default, k)}
         return values
 
     def digest(self) -> str:
@@ -183,10 +191,34 @@ class Config:
 
 SPEED_ONLY = {"campaign": ("energy", "energy_region"), "parallel": ("memo_mib",)}
 """Settings left out of the digest: they change what a run measures or how fast it goes, never its results."""
+ADDED_LATER = {"campaign": ("goals",)}
+"""Settings left out of the digest at their default (which is how runs made before them behaved), so
+that those runs still resume."""
 
 
 SECTIONS = {"campaign": CampaignSection, "sample": SampleSection, "cache": CacheSection, "gp": GPConfig,
             "parallel": ParallelSection}
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal: JSON's form of numbers, strings, booleans and lists is TOML's; tables go inline."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def part_name(config: Config, space: str, dataset: str, kind: str | None = None) -> str:
+    """What logs and reports call a sample: its dataset, prefixed by its space in a cross-space
+    campaign and followed by its kind when the campaign searches several kinds (``kind`` None: held-out)."""
+    c, s = config.campaign, config.sample
+    return "/".join([*([space] if len(c.spaces) > 1 else []), dataset,
+                     *([kind] if kind is not None and len(s.search_kinds) > 1 else [])])
+
+
+def search_part_names(config: Config) -> list[str]:
+    """The names of a campaign's search samples, in the order of its search targets."""
+    return [part_name(config, space, dataset, kind) for space in config.campaign.spaces
+            for dataset in config.campaign.datasets for kind in config.sample.search_kinds]
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +242,11 @@ def _section(cls: type, raw: Any, name: str, where: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ZcpError(f"{where}: {name}.{key} must be a list of strings, got {value!r}")
             value = tuple(value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                      for v in value.values()):
+                raise ZcpError(f"{where}: {name}.{key} must be a table of numbers, got {value!r}")
+            value = {k: float(v) for k, v in value.items()}
         elif isinstance(default, bool) or isinstance(value, bool):
             if type(value) is not type(default):
                 raise ZcpError(f"{where}: {name}.{key} must be {type(default).__name__}, got {value!r}")
@@ -244,6 +281,16 @@ def _check_splits(config: Config, where: str) -> None:
             if "random" in kinds and n > pool:
                 raise ZcpError(f"{where}: sample.{split}_n = {n}: a random sample cannot hold more than the "
                                f"{pool} networks of the {space} {split} split")
+
+
+def _check_goals(config: Config, where: str) -> None:
+    """Goals, when given, name every search sample of the campaign and nothing else."""
+    goals, names = config.campaign.goals, search_part_names(config)
+    if not goals or set(goals) == set(names):
+        return
+    extra, missing = sorted(set(goals) - set(names)), sorted(set(names) - set(goals))
+    problem = f"names {extra[0]!r}, which is not a search sample of this campaign" if extra else f"lacks {missing[0]!r}"
+    raise ZcpError(f"{where}: campaign.goals {problem} (its search samples: {', '.join(names)})")
 
 
 def _override(raw: dict[str, Any], setting: str) -> None:
@@ -281,6 +328,7 @@ def parse_config(text: str, where: str = "config", overrides: Sequence[str] = ()
             check_space_dataset(space, dataset)
     if not config.campaign.datasets:
         raise ZcpError(f"{where}: campaign.datasets is empty")
+    _check_goals(config, where)
     terminals = config_terminals(config.cache.terminals, where)
     problem = labels_problem(terminals, config.cache.signal)
     if problem:

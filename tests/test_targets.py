@@ -26,6 +26,8 @@ from tests.campaigns import assert_one_line_config_error, interrupt_at, tiny_con
 ROBUST = ['sample.search_kind=["random", "stratified"]', "sample.search_n=20", "sample.subsets=2", "sample.bins=4"]
 ROBUST_TARGETS = ["cifar10/random/subset1of2", "cifar10/random/subset2of2",
                   "cifar10/stratified/subset1of2", "cifar10/stratified/subset2of2"]
+GOALS = {"cifar10/random": 0.5, "cifar10/stratified": 0.7}
+GOAL_SETTINGS = [*ROBUST, 'campaign.goals={"cifar10/random" = 0.5, "cifar10/stratified" = 0.7}']
 CROSS = ['campaign.space=["tss", "sss"]']
 GENERATIONS = 4
 
@@ -44,6 +46,11 @@ def _start(tmp, out, overrides, backend="serial"):
 @pytest.fixture(scope="module")
 def robust(tmp):
     return tmp / "robust" / "run", _start(tmp, "robust", ROBUST)
+
+
+@pytest.fixture(scope="module")
+def goals(tmp):
+    return tmp / "goals" / "run", _start(tmp, "goals", GOAL_SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +76,35 @@ def test_robust_fitness_is_the_minimum_and_the_log_names_the_limiting_target(rob
         assert line["limiting"] == min(line["targets"], key=line["targets"].get)
         assert line["best"] == pytest.approx(line["targets"][line["limiting"]])
     assert record["search_n"] == [20, 20] and record["heldout_n"] == [12]
+
+
+def test_goals_make_the_fitness_the_worst_margin_and_the_log_names_its_target(goals):
+    run_dir, record = goals
+    goal = {t: GOALS[t.rsplit("/", 1)[0]] for t in ROBUST_TARGETS}  # subsets share their sample's goal
+    for entry in record["entries"]:
+        margins = {t: v - goal[t] for t, v in entry["search_targets"].items()}
+        assert entry["fitness"] == pytest.approx(min(margins.values()) + 0.7)
+    for line in _log(run_dir):
+        margins = {t: v - goal[t] for t, v in line["targets"].items()}
+        assert line["limiting"] == min(margins, key=margins.get)
+        assert line["best"] == pytest.approx(margins[line["limiting"]] + 0.7)
+    assert 'goals = {"cifar10/random" = 0.5, "cifar10/stratified" = 0.7}' in (run_dir / "config.toml").read_text()
+
+
+def test_goal_attainment_ranks_by_the_worst_margin_and_keeps_failures_worst():
+    from evaluation.fitness import WORST, Fitness, Target, combined, limiting
+
+    goals = (0.77, 0.83)
+    balanced, random_side, stratified_side = (0.770, 0.850), (0.786, 0.823), (0.751, 0.873)
+    assert combined(balanced, goals=goals) == pytest.approx(0.83)
+    assert combined(balanced, goals=goals) > combined(random_side, goals=goals) > combined(stratified_side, goals=goals)
+    assert combined(random_side) > combined(balanced) and combined(stratified_side, "mean") > combined(balanced, "mean")
+    assert limiting(random_side, goals) == 1 and limiting(random_side) == 0
+    assert combined((-1.0, -1.0), goals=(1.0, -1.0)) == -1.0  # the floor: above WORST and any cost penalty
+    assert combined((0.9, WORST), goals=goals) == WORST and combined((0.9, WORST), "mean") == pytest.approx(-0.55)
+    two = [Target(name, {}, np.zeros(3)) for name in ("a", "b")]
+    with pytest.raises(ZcpError, match="1 goals for 2 targets"):
+        Fitness(two, [], goals=(0.5,))
 
 
 def _samples(run_dir):
@@ -172,6 +208,13 @@ def test_the_exported_cross_space_proxy_scores_both_spaces_networks(cross, tmp):
     ("[campaign]\nspace = ['tss', 'nb201']\n", "unknown search space 'nb201'"),
     ("[campaign]\nspace = ['tss', 'tss']\n", "space names 'tss' twice"),
     ("[campaign]\nspace = 3\n", "campaign.space must be a name or a non-empty list of names, got 3"),
+    ("[campaign]\ncombine = 'mean'\ngoals = {cifar10 = 0.7}\n", "goals need combine = 'min'"),
+    ("[campaign]\ngoals = {cifar10 = 1.5}\n", "a goal is a correlation in \\[-1, 1\\], got 1.5"),
+    ("[campaign]\ngoals = {cifar10 = 'high'}\n", "campaign.goals must be a table of numbers"),
+    ("[campaign]\ngoals = {cifar100 = 0.7}\n", "campaign.goals names 'cifar100', which is not a search sample of "
+                                               "this campaign \\(its search samples: cifar10\\)"),
+    ("[sample]\nsearch_kind = ['random', 'stratified']\n[campaign]\ngoals = {'cifar10/random' = 0.7}\n",
+     "campaign.goals lacks 'cifar10/stratified'"),
 ])
 def test_bad_target_configs_are_one_line_errors(text, match):
     assert_one_line_config_error(text, match)
@@ -188,6 +231,12 @@ def test_target_configs_round_trip_and_old_configs_read_unchanged():
     assert parse_config("[sample]\nsearch_n = 5\n").sample.search_n == 5  # no subsets: no minimum size
     # a stratified sample larger than its split can give is drawn short, with a note: not a config error
     assert parse_config("[sample]\nsearch_kind = 'stratified'\nsearch_n = 9000\n").sample.search_n == 9000
+    with_goals = parse_config("[sample]\nsearch_kind = ['random', 'stratified']\n[campaign]\n"
+                              "goals = {'cifar10/random' = 0.77, 'cifar10/stratified' = 1}\n")
+    assert with_goals.campaign.goals == {"cifar10/random": 0.77, "cifar10/stratified": 1.0}
+    assert parse_config(with_goals.to_toml()) == with_goals
+    # runs made before goals existed keep their digest (this is the default config's, from before), so they resume
+    assert parse_config("").digest() == "aa6466bb9ecf5ada" != parse_config("[campaign]\ngoals = {cifar10 = 0.7}\n").digest()
 
 
 def test_a_search_sample_drawn_too_short_for_its_subsets_is_one_line(tmp):
