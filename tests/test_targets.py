@@ -126,15 +126,16 @@ def test_heldout_networks_are_disjoint_from_every_search_sample(robust, cross):
     assert all(np.array_equal(a, b) for a, b in zip(rows, campaign.subset_rows(23, 3, seed=0)))
 
 
-def test_a_robust_campaign_gives_the_same_result_serial_and_on_ray(robust, tmp):
+def test_a_robust_campaign_gives_the_same_result_serial_and_on_ray(goals, tmp):
+    """With goals, which the Ray evaluators must receive too."""
     import ray
 
     try:
-        record = _start(tmp, "robust-ray", ROBUST, backend="ray")
+        record = _start(tmp, "goals-ray", GOAL_SETTINGS, backend="ray")
     finally:
         ray.shutdown()
-    assert record["entries"] == robust[1]["entries"]
-    assert _log(tmp / "robust-ray" / "run") == _log(robust[0])
+    assert record["entries"] == goals[1]["entries"]
+    assert _log(tmp / "goals-ray" / "run") == _log(goals[0])
 
 
 def test_a_resumed_robust_campaign_equals_an_uninterrupted_one(robust, tmp, monkeypatch):
