@@ -25,8 +25,8 @@ Goals (goal attainment, for ``min``): the targets' correlations need not be comp
 sample every proxy ranks better than on a random one, so a plain ``min`` only ever sees the random
 tau). With a goal g_t per target the fitness is ``min_t (tau_t - g_t) + max_t g_t``: the worst margin
 to the goals, shifted by a constant so that it reads on the tau scale of the target with the highest
-goal and never falls below -1 (a candidate ``max_t g_t - g_s`` short of every goal but target s's
-is limited by s). Which candidates win depends on the goals only through their differences.
+goal and never falls below -1 (so failures stay below it, cost penalty included). Which candidates win
+depends on the goals only through their differences.
 
 Many related candidates (e.g. the single-terminal expressions of gp/single.py) can share their common
 subtrees: ``share_subtrees=True`` keeps every subtree value of one call's candidates, per cache, until
