@@ -35,8 +35,8 @@ def levers(config: Config) -> str:
     terminals = sorted(set(campaign_terminals(config)) - set(BASE))
     several = len(c.spaces) * len(c.datasets) * len(s.search_kinds) * s.subsets > 1
     words = ["search " + " + ".join(s.search_kinds) + (f" x {s.subsets} subsets" if s.subsets > 1 else "")
-             + (f", {c.combine}" if several and not c.goals else "")
-             + (", goals " + " / ".join(f"{g:g}" for g in c.goals.values()) if c.goals else ""),
+             + (", goals " + " / ".join(f"{g:g}" for g in c.goals.values()) if c.goals
+                else f", {c.combine}" if several else ""),
              "@base" + (" + " + ", ".join(terminals) if terminals else "")]
     if g.islands > 1:
         words.append(f"{g.islands} islands")
