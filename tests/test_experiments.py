@@ -114,6 +114,15 @@ def test_transfer_matrix_scores_every_proxy_on_every_dataset(runs, tmp_path):
     assert all(set(cells) == {"cifar10", "cifar100"} for cells in matrix.values())
     assert all(-1 <= v <= 1 for cells in matrix.values() for v in cells.values())
     assert "tau on cifar100" in transfer.markdown(rows, matrix)
+    rows, matrix = transfer.transfer([dirs[0], tmp_path / "c100", dirs[1]], split="search")
+    assert list(rows) == ["cifar10 (seed 0)", "cifar100 (seed 0)", "cifar10 (seed 1)"]
+    assert all(set(cells) == {"cifar10/random", "cifar100/random"} for cells in matrix.values())
+    own = campaign.read_hall_of_fame(dirs[0])["entries"][0]  # on its own search sample: its search fitness
+    assert matrix["cifar10 (seed 0)"]["cifar10/random"] == pytest.approx(own["fitness"])
+    shutil.copytree(dirs[0], tmp_path / "again")
+    assert list(transfer.transfer([dirs[0], tmp_path / "again"])[0]) == ["cifar10 (seed 0)", "cifar10 (seed 0), again"]
+    with pytest.raises(ZcpError, match="unknown split 'train'"):
+        transfer.transfer([dirs[0]], split="train")
 
 
 def test_ablation_levers_name_how_several_search_targets_combine():
