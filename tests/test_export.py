@@ -21,6 +21,7 @@ from evaluation.spaces import get_space
 from experiments import campaign
 from experiments.cli import main
 from gp.export import bundle, export_run, load_proxy
+from gp.export.write import export_expression
 from gp.export.simplify import simplify
 from primitives import ops
 from primitives.expression import evaluate, parse, terminals_of
@@ -275,6 +276,40 @@ def test_cli_export_and_its_errors(run_dir, tmp_path, capsys):
     (tmp_path / "bad.py").write_text("x = 1\n")
     with pytest.raises(ZcpError, match="defines no score"):
         load_proxy(tmp_path / "bad.py")
+
+
+def test_export_expression_scores_like_the_run_export_of_the_same_expression(exported, tmp_path, capsys):
+    """An expression typed in (from a README or paper) exports to the same score as that expression in a
+    hall of fame, with its own defaults; the record says it came from no run."""
+    text, from_run = HAND[3], exported["hand-4"][1]
+    assert main(["export", "--expression", text, "--seed", "0", "--signal", "pseudo_ce",
+                 "--out", str(tmp_path / "e")]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'e'}/proxy_01.py")
+    record = json.loads((tmp_path / "e" / "proxy_01.json").read_text())
+    assert record["expression"] == text and record["options"] == OPTIONS
+    assert record["run_id"] is None and record["fitness"] is None and record["heldout"] is None
+    assert "from an expression" in ast.get_docstring(ast.parse((tmp_path / "e" / "proxy_01.py").read_text()))
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    model = TinyResNet()
+    assert load_proxy(tmp_path / "e" / "proxy_01.py")(model, x) == load_proxy(from_run)(model, x)
+    export_expression(text, tmp_path / "ce", seed=3, signal="ce")
+    record = json.loads((tmp_path / "ce" / "proxy_01.json").read_text())
+    assert record["options"] == {"seed": 3, "signal": "ce", "curve_points": 64}
+
+
+def test_export_expression_bad_input(run_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for argv, match in [(["--expression", "foo(params)"], "--expression: "),
+                        (["--expression", "layer_sum("], "--expression: "),
+                        (["--expression", "params", "--signal", "mse"], "unknown backward signal 'mse'"),
+                        ([str(run_dir), "--expression", "params"], "either a run directory or --expression"),
+                        ([], "either a run directory or --expression")]:
+        assert main(["export", *argv, "--out", str(tmp_path / "x")]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("zcp: error: ") and match in err and err.count("\n") == 1, (argv, err)
+    assert main(["export", "--expression", "params", "--out", str(tmp_path / "file")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
 
 
 def test_bundle_refuses_foreign_imports_and_name_clashes(tmp_path, monkeypatch):

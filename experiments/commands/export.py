@@ -1,15 +1,22 @@
-"""``zcp export``: write the best discovered proxies of a run as standalone Python files."""
+"""``zcp export``: write the best discovered proxies of a run, or one expression, as standalone Python files."""
 from __future__ import annotations
 
 import argparse
 import time
 
-from gp.export.write import SIMPLIFY_SECONDS, export_run
+from evaluation.errors import ZcpError
+from gp.export.write import SIMPLIFY_SECONDS, export_expression, export_run
+from primitives.terminals import SIGNALS
 
 
 def register(groups: argparse._SubParsersAction) -> None:
-    export = groups.add_parser("export", help="export hall-of-fame proxies as standalone torch modules")
-    export.add_argument("run_dir", help="campaign run directory (holds hall_of_fame.json)")
+    export = groups.add_parser("export", help="export hall-of-fame proxies (or one expression) as standalone torch modules")
+    export.add_argument("run_dir", nargs="?", help="campaign run directory (holds hall_of_fame.json)")
+    export.add_argument("--expression", metavar="TEXT",
+                        help="export this expression of the proxy language instead of a run's hall of fame")
+    export.add_argument("--seed", type=int, default=0, help="with --expression: default scoring seed (default 0)")
+    export.add_argument("--signal", default="pseudo_ce",
+                        help=f"with --expression: default backward signal ({', '.join(SIGNALS)}; default pseudo_ce)")
     export.add_argument("--top", type=int, default=1, help="export the K best entries (default 1)")
     export.add_argument("--out", required=True, help="folder for proxy_<rank>.py/.json/.sympy/.tex")
     export.add_argument("--simplify-timeout", type=float, default=SIMPLIFY_SECONDS, metavar="SECONDS",
@@ -19,6 +26,12 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    if (args.run_dir is None) == (args.expression is None):
+        raise ZcpError("zcp export takes either a run directory or --expression TEXT (exactly one)")
+    if args.expression is not None:
+        r = export_expression(args.expression, args.out, args.seed, args.signal, args.simplify_timeout)
+        print(f"{args.out}/{r['files']['py']} ({r['simplify']}): {r['simplified']}")
+        return 0
     records = export_run(args.run_dir, args.out, args.top, args.simplify_timeout)
     for r in records:
         print(f"rank {r['rank']}: {args.out}/{r['files']['py']}  fitness {r['fitness']:.4f}  "

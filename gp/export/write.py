@@ -3,6 +3,8 @@
 Per entry of rank r (``proxy_<rr>``): ``.py`` (the standalone module, see :mod:`gp.export.bundle`
 and docs/export.md), ``.sympy`` (the simplified sympy form), ``.tex`` (its LaTeX) and ``.json`` (the
 record: expression, forms, fitness, held-out scores, config hash, run id, scoring options).
+An expression written out by hand (from a paper, a README, another run's log) exports the same way,
+as ``proxy_01`` with no run, fitness or held-out scores recorded (:func:`export_expression`).
 """
 from __future__ import annotations
 
@@ -16,12 +18,12 @@ from sympy.printing.latex import LatexPrinter
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from gp.export.bundle import compile_program, library_source
-from gp.export.run import Run, read_run
+from gp.export.run import CURVE_POINTS, Run, read_run
 from gp.export.simplify import simplify_all
 from primitives import layers
 from primitives.expression import Node, parse, terminals_of, to_sympy
 from primitives.functions import REGISTRY
-from primitives.terminals import TERMINALS, terminal_types
+from primitives.terminals import SIGNALS, TERMINALS, terminal_types
 
 SIMPLIFY_SECONDS = 20.0
 # dataclasses look a class's module up in sys.modules: a file executed without being registered there
@@ -64,10 +66,16 @@ def _forms(nodes: list[Node], timeout: float) -> list[tuple[str, str, str, str]]
     return forms
 
 
-def _heldout_lines(heldout: Any) -> list[str]:
+def _scores_lines(record: dict[str, Any]) -> list[str]:
+    """The docstring lines on where the proxy comes from and how it scored there."""
+    if record["run_id"] is None:
+        return ["Exported from an expression (zcp export --expression), not from a run: no fitness recorded."]
+    heldout = record["heldout"]
+    lines = [f"Search fitness: {record['fitness']:.4f} ({record['metric']}); held-out scores:"]
     if not isinstance(heldout, dict) or not heldout:
-        return ["    not computed (the campaign had not finished)"]
-    return [f"    {d}: " + ", ".join(f"{m} {float(v):+.4f}" for m, v in scores.items()) for d, scores in heldout.items()]
+        return [*lines, "    not computed (the campaign had not finished)"]
+    return [*lines, *(f"    {d}: " + ", ".join(f"{m} {float(v):+.4f}" for m, v in scores.items())
+                      for d, scores in heldout.items())]
 
 
 def _safe(text: str) -> str:
@@ -78,13 +86,15 @@ def _safe(text: str) -> str:
 def module_source(record: dict[str, Any], program: str) -> str:
     """The exported file's text: docstring, the library, the program and ``score``."""
     o = record["options"]
+    source = "an expression" if record["run_id"] is None else \
+        f"run {record['run_id']} (hall-of-fame rank {record['rank']})"
     doc = "\n".join([
-        f"Zero-cost NAS proxy exported by zcp from run {record['run_id']} (hall-of-fame rank {record['rank']}).",
+        f"Zero-cost NAS proxy exported by zcp from {source}.",
         "", "Expression (zcp proxy language):", f"    {record['expression']}",
         "Simplified (sympy.simplify):" if record["simplify"] == "simplified" else f"Sympy form ({record['simplify']}):",
-        f"    {record['simplified']}",
-        f"Search fitness: {record['fitness']:.4f} ({record['metric']}); held-out scores:", *_heldout_lines(record['heldout']),
-        f"Config hash: {record['config_hash']}; terminals: {', '.join(record['terminals'])}.", "",
+        f"    {record['simplified']}", *_scores_lines(record),
+        ("" if record["config_hash"] is None else f"Config hash: {record['config_hash']}; ")
+        + f"terminals: {', '.join(record['terminals'])}.", "",
         "Usage: score(model, inputs, *, labels=None, signal=..., seed=..., curve_points=..., output=None) -> float,",
         "for any torch.nn.Module and a batch of at least 2 inputs on the model's device (CPU or CUDA); the",
         "defaults are the campaign's. A forward may return a tensor, a tuple / list such as (features, logits),",
@@ -114,24 +124,31 @@ if _sys.modules.get(__name__) is _PLACEHOLDER:
     return f'"""{_safe(doc)}\n"""\nfrom __future__ import annotations\n\n{LOADER}\n{library_source()}\n\n# {"-" * 30} the proxy (generated)\n\n{program}{score}'
 
 
-def _write_entry(run: Run, rank: int, node: Node, forms: tuple[str, str, str, str], out: Path) -> dict[str, Any]:
-    """Write the files of hall-of-fame entry ``rank``; returns its JSON record."""
-    entry = run.entry(rank)
+def _record(node: Node, expression: str, forms: tuple[str, str, str, str], options: dict[str, Any],
+            run: Run | None = None, rank: int = 1) -> dict[str, Any]:
+    """The JSON record of one exported expression (of ``run``'s hall-of-fame entry ``rank``, if given)."""
     canonical, simplified, latex, how = forms
     needed = sorted(terminals_of(node))
-    stem = f"proxy_{rank:02d}"
-    record = {"run_id": run.run_id, "run_dir": str(run.path.resolve()), "rank": rank, "status": run.status,
-              "expression": entry["expression"], "canonical": canonical, "simplified": simplified, "latex": latex,
-              "simplify": how, "fitness": entry["fitness"], "metric": run.config.get("campaign", {}).get("metric"),
-              "heldout": entry.get("heldout"), "config_hash": run.config_digest, "terminals": needed,
-              "backward": any(TERMINALS[n].backward for n in needed), "options": run.options,
-              "files": {k: f"{stem}.{k}" for k in ("py", "sympy", "tex", "json")}}
+    entry = run.entry(rank) if run else {}
+    return {"run_id": run.run_id if run else None, "run_dir": str(run.path.resolve()) if run else None,
+            "rank": rank, "status": run.status if run else "expression", "expression": expression,
+            "canonical": canonical, "simplified": simplified, "latex": latex, "simplify": how,
+            "fitness": entry.get("fitness"), "metric": run.config.get("campaign", {}).get("metric") if run else None,
+            "heldout": entry.get("heldout"), "config_hash": run.config_digest if run else None, "terminals": needed,
+            "backward": any(TERMINALS[n].backward for n in needed), "options": options,
+            "files": {k: f"proxy_{rank:02d}.{k}" for k in ("py", "sympy", "tex", "json")}}
+
+
+def _write_entry(record: dict[str, Any], node: Node, out: Path) -> dict[str, Any]:
+    """Write the files of one record; returns it."""
+    files = record["files"]
     source = module_source(record, compile_program(node))
-    compile(source, f"{stem}.py", "exec")  # a generator bug must fail here, not in a user's import
-    atomic_write_text(out / f"{stem}.py", source)
-    atomic_write_text(out / f"{stem}.sympy", simplified + "\n")
-    atomic_write_text(out / f"{stem}.tex", f"\\[ {latex} \\]\n" if latex else "% no LaTeX form\n")
-    atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n")
+    compile(source, files["py"], "exec")  # a generator bug must fail here, not in a user's import
+    atomic_write_text(out / files["py"], source)
+    atomic_write_text(out / files["sympy"], record["simplified"] + "\n")
+    latex = record["latex"]
+    atomic_write_text(out / files["tex"], f"\\[ {latex} \\]\n" if latex else "% no LaTeX form\n")
+    atomic_write_text(out / files["json"], json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -142,15 +159,36 @@ def _parse(run: Run, rank: int) -> Node:
         raise ZcpError(f"hall-of-fame entry {rank} of {run.path}: {exc}") from None
 
 
+def _out_dir(out: str | Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ZcpError(f"--out {out} exists and is not a directory")
+    return out
+
+
 def export_run(run_dir: str | Path, out: str | Path, top: int = 1,
                timeout: float = SIMPLIFY_SECONDS) -> list[dict[str, Any]]:
     """Export the ``top`` best entries of the run in ``run_dir`` into ``out``; their records, best first."""
     if not isinstance(top, int) or top < 1:
         raise ZcpError(f"--top must be at least 1, got {top!r}")
     run = read_run(run_dir)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ZcpError(f"--out {out} exists and is not a directory")
+    out = _out_dir(out)
     ranks = range(1, min(top, len(run.entries)) + 1)
     nodes = [_parse(run, r) for r in ranks]
-    return [_write_entry(run, r, node, forms, out) for r, node, forms in zip(ranks, nodes, _forms(nodes, timeout))]
+    return [_write_entry(_record(node, run.entry(r)["expression"], forms, run.options, run, r), node, out)
+            for r, node, forms in zip(ranks, nodes, _forms(nodes, timeout))]
+
+
+def export_expression(expression: str, out: str | Path, seed: int = 0, signal: str = "pseudo_ce",
+                      timeout: float = SIMPLIFY_SECONDS) -> dict[str, Any]:
+    """Export one expression of the proxy language into ``out`` (``proxy_01.*``), scoring with ``seed``
+    and backward ``signal`` by default (a campaign's defaults unless given); returns its record."""
+    if signal not in SIGNALS:
+        raise ZcpError(f"unknown backward signal {signal!r}; known: {', '.join(SIGNALS)}")
+    try:
+        node = parse(expression, REGISTRY, terminal_types())
+    except ZcpError as exc:
+        raise ZcpError(f"--expression: {exc}") from None
+    out = _out_dir(out)
+    options = {"seed": int(seed), "signal": signal, "curve_points": CURVE_POINTS}
+    return _write_entry(_record(node, expression, _forms([node], timeout)[0], options), node, out)
