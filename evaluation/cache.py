@@ -18,7 +18,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -28,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temps
 from evaluation.errors import ZcpError
 from evaluation.images import load_batch
 from evaluation.parallel import gpu_share, resolve_device, run_tasks
+from evaluation.progress import tracked
 from evaluation.samples import Sample
 from evaluation.spaces import get_space
 from primitives.terminals import (BASE, DEFAULT, TERMINALS, collate, compute_terminals, labels_problem,
@@ -197,8 +196,7 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
         gpus_per_task = gpu_share(device, backend, workers)
     results = run_tasks(_build_one, todo, (job, batch.images, batch.labels), backend, workers, address,
                         gpus_per_task, node_ip=node_ip)
-    show = sys.stderr.isatty() if progress is None else progress
-    for index, arrays in tqdm(results, total=len(todo), disable=not show, desc="cache", unit="net"):
+    for index, arrays in tracked(results, len(todo), f"{dataset} cache", progress):
         atomic_write_bytes(shard_dir / f"{index}.npz", _npz_bytes(arrays))
     return pack(out, sample)
 

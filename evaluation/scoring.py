@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -29,12 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from evaluation.images import load_batch
 from evaluation.parallel import device_kind, gpu_share, resolve_device, run_tasks
+from evaluation.progress import tracked
 from evaluation.proxies import Proxy, get_proxy
 from evaluation.proxies.base import has_labels
 from evaluation.samples import Sample
@@ -184,13 +183,11 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
     if todo:
         device = resolve_device(device, remote_gpus=backend == "ray" and spec.device == "cuda")
     job = _Job(ref if source else proxy.name, sample.space, dataset, seed, opts, device, source)
-    show = sys.stderr.isatty() if progress is None else progress
     last = time.monotonic()
     try:
         results = run_tasks(_score_one, todo, (job, batch.images, labels), backend, workers, address,
                             gpu_share(job.device, backend, workers), node_ip=node_ip)
-        for n, (index, entry) in enumerate(tqdm(results, total=len(todo), disable=not show, desc=proxy.name,
-                                                unit="net"), 1):
+        for n, (index, entry) in enumerate(tracked(results, len(todo), f"{proxy.name} on {dataset}", progress), 1):
             entries[str(index)] = entry
             if n % CHECKPOINT_EVERY == 0 or time.monotonic() - last > 60:
                 _write_cache(path, spec, entries)

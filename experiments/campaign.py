@@ -241,7 +241,7 @@ def run(config: Config, run_dir: Path, paths: DataPaths | None = None, resume: b
     start = time.perf_counter()
     remove_stale_temps(run_dir)
     with meter.phase("cache build"):
-        prepared = prepare(config, run_dir, paths, show, say=say)
+        prepared = prepare(config, run_dir, paths, progress, say=say)
     prepare_seconds = time.perf_counter() - start
     types = terminal_types(prepared.terminals)
     pset_digest = primitive_set_digest(prepared.terminals)

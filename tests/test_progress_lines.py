@@ -1,4 +1,5 @@
 """A campaign whose stderr is not a terminal prints one line per phase; the summary states the verdict."""
+from evaluation.progress import tracked
 from experiments import campaign
 from experiments.commands.evolve import _summary, _verdict
 from tests.campaigns import tiny_config
@@ -11,7 +12,7 @@ def test_campaign_prints_one_line_per_phase_when_not_a_terminal(tmp_path, capsys
     assert all(line.startswith("zcp: ") for line in lines), lines
     text = "\n".join(lines)
     for phase in ("cifar10 search sample: 12 networks (random, seed 0)", "cifar10 search cache: 12 networks to build, 0 cached",
-                  "cifar10 heldout sample: 12 networks", "cifar10 heldout cache ready in", "generation 4/4: best search fitness",
+                  "cifar10 cache: 12 of 12 networks, ", "cifar10 heldout sample: 12 networks", "cifar10 heldout cache ready in", "generation 4/4: best search fitness",
                   "held-out report: the hall of fame and the baselines on 12 held-out networks"):
         assert phase in text, (phase, text)
     assert sum("generation " in line for line in lines) == 4  # every tenth of 4 generations: each one
@@ -34,3 +35,11 @@ def test_verdict_compares_the_best_by_search_fitness_with_params_and_naswot():
         "held-out cifar10: the best proxy by search fitness (tau +0.500) does NOT beat #params (+0.400) and NASWOT (+0.600)"]
     record["baselines"]["NASWOT"] = {"heldout": tau(0.45)}
     assert "(tau +0.500) beats #params (+0.400) and NASWOT (+0.450)" in _verdict(record, ["cifar10"])[0]
+
+
+def test_tracked_loops_print_a_line_per_tenth_to_a_log_and_nothing_when_told(capsys):
+    assert list(tracked(range(25), 25, "naswot on cifar10")) == list(range(25))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"zcp: naswot on cifar10: {n} of 25 networks"
+                                                     for n in (3, 6, 9, 12, 15, 18, 21, 24, 25)]
+    assert list(tracked(range(5), 5, "x", show=False)) == list(range(5)) and capsys.readouterr().err == ""
