@@ -304,6 +304,7 @@ def test_export_expression_bad_input(run_dir, tmp_path, capsys):
                         (["--expression", "layer_sum("], "--expression: "),
                         (["--expression", "params", "--signal", "mse"], "unknown backward signal 'mse'"),
                         ([str(run_dir), "--expression", "params"], "either a run directory or --expression"),
+                        ([str(run_dir), "--seed", "1"], "--seed and --signal go with --expression"),
                         ([], "either a run directory or --expression")]:
         assert main(["export", *argv, "--out", str(tmp_path / "x")]) == 2, argv
         err = capsys.readouterr().err

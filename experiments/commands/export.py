@@ -14,8 +14,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     export.add_argument("run_dir", nargs="?", help="campaign run directory (holds hall_of_fame.json)")
     export.add_argument("--expression", metavar="TEXT",
                         help="export this expression of the proxy language instead of a run's hall of fame")
-    export.add_argument("--seed", type=int, default=0, help="with --expression: default scoring seed (default 0)")
-    export.add_argument("--signal", default="pseudo_ce",
+    export.add_argument("--seed", type=int, help="with --expression: default scoring seed (default 0)")
+    export.add_argument("--signal",
                         help=f"with --expression: default backward signal ({', '.join(SIGNALS)}; default pseudo_ce)")
     export.add_argument("--top", type=int, default=1, help="export the K best entries (default 1)")
     export.add_argument("--out", required=True, help="folder for proxy_<rank>.py/.json/.sympy/.tex")
@@ -28,8 +28,11 @@ def run_export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if (args.run_dir is None) == (args.expression is None):
         raise ZcpError("zcp export takes either a run directory or --expression TEXT (exactly one)")
+    if args.expression is None and (args.seed is not None or args.signal is not None):
+        raise ZcpError("--seed and --signal go with --expression; a run's export takes its campaign's")
     if args.expression is not None:
-        r = export_expression(args.expression, args.out, args.seed, args.signal, args.simplify_timeout)
+        r = export_expression(args.expression, args.out, 0 if args.seed is None else args.seed,
+                              args.signal or "pseudo_ce", args.simplify_timeout)
         print(f"{args.out}/{r['files']['py']} ({r['simplify']}): {r['simplified']}")
         return 0
     records = export_run(args.run_dir, args.out, args.top, args.simplify_timeout)
