@@ -31,8 +31,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.expression is None and (args.seed is not None or args.signal is not None):
         raise ZcpError("--seed and --signal go with --expression; a run's export takes its campaign's")
     if args.expression is not None:
-        r = export_expression(args.expression, args.out, 0 if args.seed is None else args.seed,
-                              args.signal or "pseudo_ce", args.simplify_timeout)
+        given = {k: v for k, v in (("seed", args.seed), ("signal", args.signal)) if v is not None}
+        r = export_expression(args.expression, args.out, timeout=args.simplify_timeout, **given)
         print(f"{args.out}/{r['files']['py']} ({r['simplify']}): {r['simplified']}")
         return 0
     records = export_run(args.run_dir, args.out, args.top, args.simplify_timeout)

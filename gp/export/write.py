@@ -129,14 +129,17 @@ def _record(node: Node, expression: str, forms: tuple[str, str, str, str], optio
     """The JSON record of one exported expression (of ``run``'s hall-of-fame entry ``rank``, if given)."""
     canonical, simplified, latex, how = forms
     needed = sorted(terminals_of(node))
-    entry = run.entry(rank) if run else {}
-    return {"run_id": run.run_id if run else None, "run_dir": str(run.path.resolve()) if run else None,
-            "rank": rank, "status": run.status if run else "expression", "expression": expression,
-            "canonical": canonical, "simplified": simplified, "latex": latex, "simplify": how,
-            "fitness": entry.get("fitness"), "metric": run.config.get("campaign", {}).get("metric") if run else None,
-            "heldout": entry.get("heldout"), "config_hash": run.config_digest if run else None, "terminals": needed,
-            "backward": any(TERMINALS[n].backward for n in needed), "options": options,
-            "files": {k: f"proxy_{rank:02d}.{k}" for k in ("py", "sympy", "tex", "json")}}
+    record = {"run_id": None, "run_dir": None, "rank": rank, "status": "expression", "expression": expression,
+              "canonical": canonical, "simplified": simplified, "latex": latex, "simplify": how, "fitness": None,
+              "metric": None, "heldout": None, "config_hash": None, "terminals": needed,
+              "backward": any(TERMINALS[n].backward for n in needed), "options": options,
+              "files": {k: f"proxy_{rank:02d}.{k}" for k in ("py", "sympy", "tex", "json")}}
+    if run:
+        entry = run.entry(rank)
+        record.update(run_id=run.run_id, run_dir=str(run.path.resolve()), status=run.status, fitness=entry["fitness"],
+                      metric=run.config.get("campaign", {}).get("metric"), heldout=entry.get("heldout"),
+                      config_hash=run.config_digest)
+    return record
 
 
 def _write_entry(record: dict[str, Any], node: Node, out: Path) -> dict[str, Any]:
