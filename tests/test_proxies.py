@@ -13,7 +13,8 @@ from evaluation.proxies.az_nas import aggregate
 from evaluation.proxies.dextr import extrinsic_curvature
 from evaluation.proxies.swap import distinct, pattern_keys
 from evaluation.spaces.cells import TinyNetwork
-from tests.models import MLP, Branches, TinyResNet
+from evaluation.proxies.zen import _pre_pool_features
+from tests.models import MLP, Branches, TinyResNet, ViT
 
 CHEAP = {"swap": {"repeats": 2, "samples": 8}}  # options that keep the tests fast
 
@@ -210,6 +211,42 @@ def test_meco_sums_min_eigenvalues_over_every_module():
     rows = conv(x[:1])[0].reshape(4, -1).detach().double()
     expected = 2 * float(np.linalg.eigvalsh(np.corrcoef(rows.numpy())).min())
     assert get_proxy("meco").score(model, x) == pytest.approx(expected, rel=1e-9)
+
+
+class PooledResNet(TinyResNet):
+    """TinyResNet with its global pooling as an nn.AdaptiveAvgPool2d module instead of ``x.mean((2, 3))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.relu(x + self.block(x))
+        return self.head(self.pool(self.relu(self.down(x))).flatten(1))
+
+
+def test_zen_reads_the_map_before_global_pooling_whether_pooled_by_a_module_or_functionally():
+    torch.manual_seed(0)
+    functional, pooled = TinyResNet(), PooledResNet()
+    pooled.load_state_dict(functional.state_dict())
+    x, _ = _batch()
+    assert get_proxy("zen").score(functional, x, seed=4) == get_proxy("zen").score(pooled, x, seed=4)
+    assert _pre_pool_features(functional, x).shape == (12, 16, 8, 8)
+    vit = ViT(image=16)  # tokens, not maps, before the head: the head's input
+    assert _pre_pool_features(vit, x).shape == (12, 64)
+
+
+def test_zen_blends_bn_statistics_with_pytorch_s_default_momentum_whatever_the_model_s():
+    torch.manual_seed(0)
+    default, tf_like = TinyResNet(), TinyResNet()  # NB101's BN: TF decay 0.997, PyTorch momentum 0.003
+    tf_like.load_state_dict(default.state_dict())
+    bns = [m for m in tf_like.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.momentum = 0.003
+    x, _ = _batch()
+    assert get_proxy("zen").score(tf_like, x, seed=4) == get_proxy("zen").score(default, x, seed=4)
+    assert all(m.momentum == 0.003 for m in bns)
 
 
 def test_swap_counts_distinct_activation_patterns():
