@@ -13,8 +13,9 @@ tokens, an MLP) the input of the last Conv2d / Linear call; Delta = mean over sa
 sum |f(x) - f(x + 0.01 e)|; score = ``log Delta + sum_BN log sqrt(mean running_var)``, where the
 running variance is the momentum-blended value after the two forward passes in train mode (as in
 the official code, which never calls eval()), blended with PyTorch's default momentum 0.1 whatever the
-model's own (the official networks use the default; NB101's TF-faithful 0.003 would keep the variances
-near 1 and the BN term near constant); BN layers without running statistics are skipped.
+model's own (the official networks use the default; with N(0, 1) weights the batch variances are large,
+so the momentum m adds about log(m) / 2 per BN layer: NB101's TF-faithful 0.003 would take 2.9 per BN layer
+from cells with more convolutions); BN layers without running statistics are skipped.
 Averaged over ``repeats`` (ZenNAS: 32 with batch 16; AZ-NAS's NB201 port: 1 with batch 64, the
 default here). No labels, no data (only the batch shape). Cost: 2 forwards per repeat.
 """
