@@ -7,7 +7,8 @@
                 time_limit (seconds one candidate may take; an overrun scores worst),
                 energy (measure energy per phase with CodeCarbon: true | false),
                 energy_region (3-letter country code for a CO2 figure; empty = energy only)
-    [sample]    search_kind, search_n, subsets, heldout_kind, heldout_n, split_seed, heldout_fraction, bins
+    [sample]    search_kind, search_n (one size for every search kind, or a list: one per kind), subsets,
+                heldout_kind, heldout_n, split_seed, heldout_fraction, bins
     [cache]     batch_size, images, signal, terminals (names and @groups of primitives.terminals.GROUPS;
                 empty = @base, the original 48), dir (empty = <run>/caches)
     [gp]        the fields of gp.engine.GPConfig
@@ -58,6 +59,8 @@ MIN_SUBSET_N = 10
 """Fewest networks a search subset may hold: a Kendall tau over fewer is mostly noise."""
 ONE_OR_MORE = {"one_or_more": True}
 """Field metadata: the key takes a name or a list of names (one name is kept as a plain string)."""
+PER_KIND = {"per_kind": True}
+"""Field metadata: the key takes a number for every search kind or a list of numbers, one per kind."""
 
 
 def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -100,7 +103,7 @@ class CampaignSection:
 @dataclass(frozen=True)
 class SampleSection:
     search_kind: str | tuple[str, ...] = field(default="random", metadata=ONE_OR_MORE)
-    search_n: int = 200
+    search_n: int | tuple[int, ...] = field(default=200, metadata=PER_KIND)
     subsets: int = 1
     heldout_kind: str = "random"
     heldout_n: int = 200
@@ -113,14 +116,18 @@ class SampleSection:
             if kind not in KINDS:
                 raise ValueError(f"{key} {kind!r} is not one of {', '.join(KINDS)}")
         _distinct("search_kind", self.search_kinds)
+        if len(self.search_sizes) != len(self.search_kinds):
+            raise ValueError(f"search_n lists {len(self.search_sizes)} sizes for {len(self.search_kinds)} search kinds "
+                             f"({', '.join(self.search_kinds)}): give one size, or one per kind")
+        smallest = min(self.search_sizes)
         problems = [
-            (self.search_n >= 1 and self.heldout_n >= 1, "search_n and heldout_n must be >= 1"),
+            (smallest >= 1 and self.heldout_n >= 1, "search_n and heldout_n must be >= 1"),
             (self.bins >= 1, "bins must be >= 1"),
             (0.0 < self.heldout_fraction < 1.0, f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}"),
             (self.subsets >= 1, f"subsets must be >= 1, got {self.subsets}"),
-            (self.subsets == 1 or self.search_n >= self.subsets * MIN_SUBSET_N,
+            (self.subsets == 1 or smallest >= self.subsets * MIN_SUBSET_N,
              f"subsets = {self.subsets} needs search_n >= {self.subsets * MIN_SUBSET_N} "
-             f"(at least {MIN_SUBSET_N} networks per subset), got {self.search_n}"),
+             f"(at least {MIN_SUBSET_N} networks per subset), got {smallest}"),
         ]
         for ok, message in problems:
             if not ok:
@@ -129,6 +136,13 @@ class SampleSection:
     @property
     def search_kinds(self) -> tuple[str, ...]:
         return _names(self.search_kind)
+
+    @property
+    def search_sizes(self) -> tuple[int, ...]:
+        """The size asked of each search kind's sample, in the order of :attr:`search_kinds`."""
+        if isinstance(self.search_n, int):
+            return (self.search_n,) * len(self.search_kinds)
+        return self.search_n
 
 
 @dataclass(frozen=True)
@@ -238,6 +252,8 @@ def _section(cls: type, raw: Any, name: str, where: str) -> Any:
         default = getattr(defaults, key)
         if known[key].metadata.get("one_or_more"):
             value = _one_or_more(value, f"{where}: {name}.{key}")
+        elif known[key].metadata.get("per_kind"):
+            value = _per_kind(value, f"{where}: {name}.{key}")
         elif isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ZcpError(f"{where}: {name}.{key} must be a list of strings, got {value!r}")
@@ -270,15 +286,27 @@ def _one_or_more(value: Any, where: str) -> str | tuple[str, ...]:
     return value[0] if len(value) == 1 else tuple(value)
 
 
+def _per_kind(value: Any, where: str) -> int | tuple[int, ...]:
+    """A whole number, or a list of them (a one-number list becomes the number, so configs compare equal)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if whole(value):
+        return value
+    if not isinstance(value, list) or not value or not all(whole(v) for v in value):
+        raise ZcpError(f"{where} must be a whole number or a non-empty list of them, got {value!r}")
+    return value[0] if len(value) == 1 else tuple(value)
+
+
 def _check_splits(config: Config, where: str) -> None:
     """Every random sample the config asks for fits in its split of every space (binned kinds take what
     their bins hold and say so in the sample's notes)."""
     s = config.sample
     for space in config.campaign.spaces:
         size = get_space(space).size
-        for split, kinds, n in (("search", s.search_kinds, s.search_n), ("heldout", (s.heldout_kind,), s.heldout_n)):
+        asked = [("search", kind, n) for kind, n in zip(s.search_kinds, s.search_sizes)]
+        for split, kind, n in [*asked, ("heldout", s.heldout_kind, s.heldout_n)]:
             pool = len(split_indices(size, split, s.split_seed, s.heldout_fraction))
-            if "random" in kinds and n > pool:
+            if kind == "random" and n > pool:
                 raise ZcpError(f"{where}: sample.{split}_n = {n}: a random sample cannot hold more than the "
                                f"{pool} networks of the {space} {split} split")
 

@@ -23,7 +23,7 @@ from primitives.functions import REGISTRY
 from primitives.terminals import terminal_types
 from tests.campaigns import assert_one_line_config_error, interrupt_at, tiny_config, write_table_without
 
-ROBUST = ['sample.search_kind=["random", "stratified"]', "sample.search_n=20", "sample.subsets=2", "sample.bins=4"]
+ROBUST = ['sample.search_kind=["random", "stratified"]', "sample.search_n=[24, 20]", "sample.subsets=2", "sample.bins=4"]
 ROBUST_TARGETS = ["cifar10/random/subset1of2", "cifar10/random/subset2of2",
                   "cifar10/stratified/subset1of2", "cifar10/stratified/subset2of2"]
 GOALS = {"cifar10/random": 0.5, "cifar10/stratified": 0.7}
@@ -75,7 +75,7 @@ def test_robust_fitness_is_the_minimum_and_the_log_names_the_limiting_target(rob
         assert list(line["targets"]) == ROBUST_TARGETS
         assert line["limiting"] == min(line["targets"], key=line["targets"].get)
         assert line["best"] == pytest.approx(line["targets"][line["limiting"]])
-    assert record["search_n"] == [20, 20] and record["heldout_n"] == [12]
+    assert record["search_n"] == [24, 20] and record["heldout_n"] == [12]  # one size per search kind
 
 
 def test_goals_make_the_fitness_the_worst_margin_and_the_log_names_its_target(goals):
@@ -205,6 +205,14 @@ def test_the_exported_cross_space_proxy_scores_both_spaces_networks(cross, tmp):
     ("[sample]\nsearch_n = 50\nsubsets = 6\n", "subsets = 6 needs search_n >= 60 \\(at least 10 networks per subset\\)"),
     ("[sample]\nsearch_n = 7900\n", "sample.search_n = 7900: a random sample cannot hold more than the 7813 "
                                     "networks of the tss search split"),
+    ("[sample]\nsearch_kind = ['stratified', 'random']\nsearch_n = [9000, 7900]\n",
+     "sample.search_n = 7900: a random sample cannot hold more than the 7813"),
+    ("[sample]\nsearch_kind = ['random', 'stratified']\nsearch_n = [200, 100, 50]\n",
+     "search_n lists 3 sizes for 2 search kinds \\(random, stratified\\): give one size, or one per kind"),
+    ("[sample]\nsearch_n = [200, 'many']\n", "sample.search_n must be a whole number or a non-empty list of them"),
+    ("[sample]\nsearch_n = 20.5\n", "sample.search_n must be a whole number or a non-empty list of them, got 20.5"),
+    ("[sample]\nsearch_kind = ['random', 'stratified']\nsearch_n = [100, 50]\nsubsets = 6\n",
+     "subsets = 6 needs search_n >= 60 \\(at least 10 networks per subset\\), got 50"),
     ("[campaign]\nspace = ['sss']\n[sample]\nheldout_n = 20000\n", "more than the 16384 networks of the sss heldout"),
     ("[campaign]\nspace = ['tss', 'nb201']\n", "unknown search space 'nb201'"),
     ("[campaign]\nspace = ['tss', 'tss']\n", "space names 'tss' twice"),
@@ -230,6 +238,10 @@ def test_target_configs_round_trip_and_old_configs_read_unchanged():
     assert plain.campaign.space == "tss" and plain.sample.search_kind == "random" and plain.sample.subsets == 1
     assert parse_config("[campaign]\nspace = ['tss']\n") == plain  # a one-name list is the name
     assert parse_config("[sample]\nsearch_n = 5\n").sample.search_n == 5  # no subsets: no minimum size
+    per_kind = parse_config("[sample]\nsearch_kind = ['random', 'stratified']\nsearch_n = [200, 100]\n")
+    assert per_kind.sample.search_sizes == (200, 100) and parse_config(per_kind.to_toml()) == per_kind
+    assert parse_config("[sample]\nsearch_kind = ['random', 'stratified']\nsearch_n = [200]\n").sample.search_sizes == \
+        (200, 200) == parse_config("[sample]\nsearch_kind = ['random', 'stratified']\n").sample.search_sizes
     # a stratified sample larger than its split can give is drawn short, with a note: not a config error
     assert parse_config("[sample]\nsearch_kind = 'stratified'\nsearch_n = 9000\n").sample.search_n == 9000
     with_goals = parse_config("[sample]\nsearch_kind = ['random', 'stratified']\n[campaign]\n"

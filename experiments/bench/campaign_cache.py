@@ -2,7 +2,7 @@
 
     .venv/bin/python -m experiments.bench.campaign_cache sss-cifar10 [--set sample.search_n=200] [--run runs/bench-sss-cifar10]
 
-Builds (or resumes) the search cache that ``python -m experiments.campaigns NAME`` would build (same
+Builds (or resumes) the first search cache that ``python -m experiments.campaigns NAME`` would build (same
 sample, same ``[cache]`` settings, same folder under ``[cache] dir``, so the campaign reuses it), in
 this process (serial backend, so this process's RSS covers the work and the shards finish one at a
 time). A killed build keeps its shards, whose times still give the per-network seconds. A thread samples wall clock, this process's CPU time and RSS; each shard's finishing time
@@ -98,7 +98,7 @@ def main() -> None:
     c, s = config.campaign, config.sample
     dataset = c.datasets[0]
     accuracy = load_ground_truth(c.space).accuracy[dataset]
-    sample = make_sample(get_space(c.space), s.search_kind, s.search_n, c.seed, "search", dataset,
+    sample = make_sample(get_space(c.space), s.search_kinds[0], s.search_sizes[0], c.seed, "search", dataset,
                          accuracy, s.split_seed, s.heldout_fraction, s.bins)
     for note in sample.notes:
         print(f"sample note: {note}")
