@@ -152,8 +152,7 @@ def prepare(config: Config, run_dir: Path, paths: DataPaths | None = None, progr
     drawn: dict[str, list[tuple[str, Sample]]] = {"search": [], "heldout": []}
     for space in c.spaces:
         for dataset in c.datasets:
-            for split, kind, n in [*(("search", k, n) for k, n in zip(s.search_kinds, s.search_sizes)),
-                                   ("heldout", s.heldout_kind, s.heldout_n)]:
+            for split, kind, n in s.draws():
                 if split not in splits:
                     continue
                 sample = make_sample(get_space(space), kind, n, c.seed, split, dataset, truth[space, dataset],

@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,17 @@ from primitives.terminals import DEFAULT, labels_problem, resolve_terminals, ter
 
 MIN_SUBSET_N = 10
 """Fewest networks a search subset may hold: a Kendall tau over fewer is mostly noise."""
-ONE_OR_MORE = {"one_or_more": True}
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+ONE_OR_MORE = {"one_or_more": (_is_name, "a name or a non-empty list of names")}
 """Field metadata: the key takes a name or a list of names (one name is kept as a plain string)."""
-PER_KIND = {"per_kind": True}
+PER_KIND = {"one_or_more": (_is_whole, "a whole number or a non-empty list of them")}
 """Field metadata: the key takes a number for every search kind or a list of numbers, one per kind."""
 
 
@@ -136,6 +144,11 @@ class SampleSection:
     @property
     def search_kinds(self) -> tuple[str, ...]:
         return _names(self.search_kind)
+
+    def draws(self) -> list[tuple[str, str, int]]:
+        """(split, kind, size) of every sample asked for: each search kind, then the held-out sample."""
+        return [*(("search", k, n) for k, n in zip(self.search_kinds, self.search_sizes)),
+                ("heldout", self.heldout_kind, self.heldout_n)]
 
     @property
     def search_sizes(self) -> tuple[int, ...]:
@@ -250,10 +263,8 @@ def _section(cls: type, raw: Any, name: str, where: str) -> Any:
     defaults = cls()
     for key, value in raw.items():
         default = getattr(defaults, key)
-        if known[key].metadata.get("one_or_more"):
-            value = _one_or_more(value, f"{where}: {name}.{key}")
-        elif known[key].metadata.get("per_kind"):
-            value = _per_kind(value, f"{where}: {name}.{key}")
+        if "one_or_more" in known[key].metadata:
+            value = _one_or_more(value, *known[key].metadata["one_or_more"], f"{where}: {name}.{key}")
         elif isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ZcpError(f"{where}: {name}.{key} must be a list of strings, got {value!r}")
@@ -277,23 +288,13 @@ def _section(cls: type, raw: Any, name: str, where: str) -> Any:
         raise ZcpError(f"{where}: [{name}] {exc}") from None
 
 
-def _one_or_more(value: Any, where: str) -> str | tuple[str, ...]:
-    """A name, or a list of names (a one-name list becomes the name itself, so configs compare equal)."""
-    if isinstance(value, str):
+def _one_or_more(value: Any, is_item: Callable[[Any], bool], what: str, where: str) -> Any:
+    """An item, or a non-empty list of items (a one-item list becomes the item itself, so configs compare
+    equal); ``what`` names the accepted forms in the error."""
+    if is_item(value):
         return value
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ZcpError(f"{where} must be a name or a non-empty list of names, got {value!r}")
-    return value[0] if len(value) == 1 else tuple(value)
-
-
-def _per_kind(value: Any, where: str) -> int | tuple[int, ...]:
-    """A whole number, or a list of them (a one-number list becomes the number, so configs compare equal)."""
-    def whole(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-    if whole(value):
-        return value
-    if not isinstance(value, list) or not value or not all(whole(v) for v in value):
-        raise ZcpError(f"{where} must be a whole number or a non-empty list of them, got {value!r}")
+    if not isinstance(value, list) or not value or not all(is_item(v) for v in value):
+        raise ZcpError(f"{where} must be {what}, got {value!r}")
     return value[0] if len(value) == 1 else tuple(value)
 
 
@@ -303,8 +304,7 @@ def _check_splits(config: Config, where: str) -> None:
     s = config.sample
     for space in config.campaign.spaces:
         size = get_space(space).size
-        asked = [("search", kind, n) for kind, n in zip(s.search_kinds, s.search_sizes)]
-        for split, kind, n in [*asked, ("heldout", s.heldout_kind, s.heldout_n)]:
+        for split, kind, n in s.draws():
             pool = len(split_indices(size, split, s.split_seed, s.heldout_fraction))
             if kind == "random" and n > pool:
                 raise ZcpError(f"{where}: sample.{split}_n = {n}: a random sample cannot hold more than the "
