@@ -126,15 +126,47 @@ def make_sample(space: SearchSpace, kind: str, n: int, seed: int, split: str = "
                   tuple(int(i) for i in indices), tuple(space.arch_str(int(i)) for i in indices), tuple(notes))
 
 
-def subsample(sample: Sample, n: int, seed: int) -> Sample:
+SUBSET = "uniform subset"
+
+
+def _subset_note(sample: Sample, seed: int) -> str:
+    return f"{SUBSET} (seed {seed}) of a {sample.kind} sample of {len(sample.indices)} drawn with seed {sample.seed}"
+
+
+def subsample(sample: Sample, n: int, seed: int, keep: Sample | None = None) -> Sample:
     """``n`` architectures drawn uniformly (``default_rng(seed)``) from ``sample``: nested samples for
-    measuring cheap and expensive proxies on the same networks."""
+    measuring cheap and expensive proxies on the same networks. ``keep``, an earlier uniform subset of
+    ``sample``, is held whole and the rest drawn from the other networks (still a uniform subset), so
+    a study grows without re-scoring the networks it has."""
     if not 1 <= n <= len(sample.indices):
         raise ZcpError(f"a subsample needs 1..{len(sample.indices)} architectures, got {n}")
-    rows = np.sort(np.random.default_rng(seed).choice(len(sample.indices), n, replace=False))
-    note = f"uniform subset (seed {seed}) of a {sample.kind} sample of {len(sample.indices)} drawn with seed {sample.seed}"
+    held = np.zeros(len(sample.indices), dtype=bool)
+    note = _subset_note(sample, seed)
+    if keep is not None:
+        if not keep.notes or not keep.notes[-1].startswith(_subset_note(sample, keep.seed)):
+            raise ZcpError(f"the sample to keep is no uniform subset of this {sample.kind} sample of "
+                           f"{len(sample.indices)} (its notes: {'; '.join(keep.notes) or 'none'})")
+        row = {index: r for r, index in enumerate(sample.indices)}
+        outside = [i for i in keep.indices if i not in row]
+        if outside or keep.space != sample.space:
+            raise ZcpError(f"the sample to keep holds {len(outside) or len(keep.indices)} {keep.space} architectures "
+                           f"outside this {sample.space} sample")
+        held[[row[i] for i in keep.indices]] = True
+        if n <= held.sum():
+            raise ZcpError(f"a subsample keeping {held.sum()} architectures needs more than that, got {n}")
+        note += f", holding the {held.sum()} of the subset drawn with seed {keep.seed}"
+    rest = np.flatnonzero(~held)
+    rows = np.sort(np.concatenate([np.flatnonzero(held),
+                                   np.random.default_rng(seed).choice(rest, n - held.sum(), replace=False)]))
     return replace(sample, kind="random", n=n, seed=seed, indices=tuple(sample.indices[i] for i in rows),
                    archs=tuple(sample.archs[i] for i in rows), notes=(*sample.notes, note))
+
+
+def described(sample: Sample) -> str:
+    """How ``sample`` was drawn, for report titles: its kind and seed, or, for a subset, the subsets it
+    was taken through, first to last (a subset of a stratified sample is no random sample of the space)."""
+    subsets = [note for note in sample.notes if note.startswith(SUBSET)]
+    return "; ".join(subsets) if subsets else f"{sample.kind} sample, seed {sample.seed}"
 
 
 def write_sample(sample: Sample, path: str | os.PathLike) -> Path:

@@ -3,8 +3,8 @@
     .venv/bin/python -m experiments.transfer runs/tss-cifar10-s0 runs/tss-cifar100-s0 runs/tss-in16-s0 \\
         --out results/transfer.md [--split search]
 
-Each run contributes its best expression (row, labelled by the spaces and datasets it was evolved on)
-and the held-out caches of its spaces and datasets (columns; named ``SPACE/DATASET`` when the runs
+Each run contributes its best expression (row, labelled by the spaces, datasets and seed it was evolved
+on, and by its folder's name where several runs share that label) and the held-out caches of its spaces and datasets (columns; named ``SPACE/DATASET`` when the runs
 span several spaces). Every expression is scored on every column's cache; the
 held-out samples of all runs come from the held-out split, so no cell sees a search network.
 ``--split search`` scores them on the runs' search samples instead (columns ``DATASET/KIND``): what a
@@ -34,15 +34,15 @@ def transfer(run_dirs: list[Path], split: str = "heldout") -> tuple[dict[str, st
     columns: dict[str, tuple[Target, tuple[str, ...]]] = {}
     configs = [load_config(run_dir / CONFIG) for run_dir in run_dirs]
     several = len({space for config in configs for space in config.campaign.spaces}) > 1
-    for run_dir, config in zip(run_dirs, configs):
+    labels = [f"{'+'.join(c.campaign.spaces) + ' ' if several else ''}{'+'.join(c.campaign.datasets)} (seed {c.gp.seed})"
+              for c in configs]
+    for run_dir, config, label in zip(run_dirs, configs, labels):
         try:
             best = read_hall_of_fame(run_dir)["entries"][0]["expression"]
         except (KeyError, IndexError, TypeError) as exc:
             raise ZcpError(f"{run_dir}'s hall of fame has no entries ({type(exc).__name__}: {exc})") from None
         prepared = prepare(config, run_dir, splits=(split,))
-        space = f"{'+'.join(config.campaign.spaces)} " if several else ""
-        label = f"{space}{'+'.join(config.campaign.datasets)} (seed {config.gp.seed})"
-        rows[f"{label}, {run_dir.name}" if label in rows else label] = best  # two campaigns, one dataset
+        rows[f"{label}, {run_dir.name}" if labels.count(label) > 1 else label] = best  # two campaigns, one dataset
         for part in prepared.search if split == "search" else prepared.heldout:
             sample = part.sample
             column = "/".join([*([sample.space] if several else []), str(sample.dataset),

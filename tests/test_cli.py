@@ -53,6 +53,13 @@ def test_bench_sample_writes_a_readable_file(capsys, tmp_path, data_dir):
     assert code == 0 and "wrote 100 tss architectures" in out
     record = json.loads(out_file.read_text())
     assert record["kind"] == "quantile" and len(record["architectures"]) == 100
+    small, grown = tmp_path / "s20.json", tmp_path / "s40.json"
+    assert run(capsys, "bench", "sample", "--space", "tss", "--within", str(out_file), "--n", "20", "--out", str(small))[0] == 0
+    code, out, err = run(capsys, "bench", "sample", "--space", "tss", "--within", str(out_file), "--keep", str(small),
+                         "--n", "40", "--seed", "1", "--out", str(grown))
+    assert code == 0 and f"seed 1, holding the 20 of {small})" in out, err
+    archs = [{str(a) for a in json.loads(f.read_text())["architectures"]} for f in (small, grown)]
+    assert archs[0] < archs[1] and len(archs[1]) == 40
 
 
 def test_stratified_sample_says_when_bins_are_short(capsys, tmp_path, data_dir):
@@ -78,6 +85,7 @@ def test_export_table_from_official_archive_format(capsys, tmp_path):
     (["bench", "check", "--space", "tss", "--dataset", "cifar10-valid"], "invalid choice: 'cifar10-valid'"),
     (["bench", "sample", "--space", "tss", "--kind", "stratified", "--n", "10", "--out", "x.json"], "needs --dataset"),
     (["bench", "sample", "--space", "tss", "--n", "0", "--out", "x.json"], "sample size must be >= 1"),
+    (["bench", "sample", "--space", "tss", "--n", "5", "--keep", "k.json", "--out", "x.json"], "--keep needs --within"),
     (["bench", "check", "--space", "tss", "--dataset", "cifar10", "--limit", "0"], "--limit must be in"),
     (["bench", "check", "--space", "sss", "--dataset", "cifar10", "--sss-table", "/nonexistent/t.csv",
       "--sss-archive", "/nonexistent/a"], "no sss ground truth"),

@@ -120,7 +120,8 @@ def test_transfer_matrix_scores_every_proxy_on_every_dataset(runs, tmp_path):
     own = campaign.read_hall_of_fame(dirs[0])["entries"][0]  # on its own search sample: its search fitness
     assert matrix["cifar10 (seed 0)"]["cifar10/random"] == pytest.approx(own["fitness"])
     shutil.copytree(dirs[0], tmp_path / "again")
-    assert list(transfer.transfer([dirs[0], tmp_path / "again"])[0]) == ["cifar10 (seed 0)", "cifar10 (seed 0), again"]
+    assert list(transfer.transfer([dirs[0], tmp_path / "again"])[0]) == [f"cifar10 (seed 0), {dirs[0].name}",
+                                                                            "cifar10 (seed 0), again"]
     with pytest.raises(ZcpError, match="unknown split 'train'"):
         transfer.transfer([dirs[0]], split="train")
 

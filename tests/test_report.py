@@ -7,7 +7,7 @@ import pytest
 from evaluation.errors import ZcpError
 from evaluation.proxies import PROXIES
 from evaluation.report import PUBLISHED, bootstrap, metrics, top_precision
-from evaluation.samples import make_sample, subsample
+from evaluation.samples import described, make_sample, subsample
 from evaluation.spaces import SPACES, get_space, space_datasets
 
 
@@ -47,8 +47,34 @@ def test_subsample_is_nested_and_says_how_it_was_drawn():
     assert set(small.indices) <= set(big.indices) and len(small.indices) == 10
     assert small.archs == tuple(get_space("tss").arch_str(i) for i in small.indices)
     assert "uniform subset (seed 3) of a random sample of 50" in small.notes[-1]
+    assert described(big) == "random sample, seed 0"
+    strata = make_sample(get_space("tss"), "stratified", 50, 0, "all", "cifar10", np.linspace(0, 90, 15625), bins=5)
+    assert described(subsample(strata, 10, 2)) == "uniform subset (seed 2) of a stratified sample of 50 drawn with seed 0"
+    assert described(subsample(subsample(strata, 20, 1), 10, 2)).startswith("uniform subset (seed 1) of a stratified")
     with pytest.raises(ZcpError, match="1..50 architectures"):
         subsample(big, 51, 0)
+
+
+def test_a_subsample_grows_around_an_earlier_one_and_stays_uniform():
+    big = make_sample(get_space("tss"), "random", 60, 0, split="all")
+    small = subsample(big, 10, 3)
+    grown = subsample(big, 25, 4, keep=small)
+    assert set(small.indices) < set(grown.indices) <= set(big.indices) and len(grown.indices) == 25
+    assert grown.notes[-1].endswith("holding the 10 of the subset drawn with seed 3")
+    assert set(subsample(big, 30, 5, keep=grown).indices) > set(grown.indices)  # grows again
+    hits = np.zeros(len(big.indices))  # every network not kept is drawn equally often
+    for seed in range(400):
+        hits += np.isin(big.indices, subsample(big, 25, seed, keep=small).indices)
+    rest = ~np.isin(big.indices, small.indices)
+    assert (hits[~rest] == 400).all() and abs(hits[rest].mean() - 400 * 15 / 50) < 1e-9
+    assert hits[rest].min() > 80 and hits[rest].max() < 160
+    with pytest.raises(ZcpError, match="no uniform subset of this random sample of 60"):
+        subsample(big, 25, 4, keep=make_sample(get_space("tss"), "random", 10, 0, split="all"))
+    elsewhere = subsample(make_sample(get_space("tss"), "random", 60, 0, split="heldout"), 10, 3)
+    with pytest.raises(ZcpError, match="holds 10 tss architectures outside this tss sample"):
+        subsample(big, 25, 4, keep=elsewhere)
+    with pytest.raises(ZcpError, match="keeping 10 architectures needs more than that, got 10"):
+        subsample(big, 10, 4, keep=small)
 
 
 def test_every_published_value_names_a_zoo_proxy_a_space_and_a_dataset():

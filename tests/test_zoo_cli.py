@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import evaluation.scoring as scoring
-from evaluation.samples import make_sample, read_sample, write_sample
+from evaluation.samples import make_sample, read_sample, subsample, write_sample
 from evaluation.spaces import get_space
 from evaluation.errors import ZcpError
 from evaluation.proxies import proxy_names
@@ -106,9 +106,11 @@ def test_compare_writes_tables_and_plots(capsys, tmp_path, sample6, data_dir):
     proxy_file = tmp_path / "logit_sum.py"
     proxy_file.write_text(PROXY_FILE)
     out = tmp_path / "report"
+    subset = write_sample(subsample(read_sample(sample6), 6, 1), tmp_path / "subset.json")  # the same six networks
     code, stdout, err = run(capsys, "compare", "--proxies", f"params,naswot,az_nas,{proxy_file}", "--bootstrap", "50",
-                            *_common(sample6, tmp_path, "--out", str(out)))
+                            *_common(subset, tmp_path, "--out", str(out)))
     assert code == 0, err
+    assert "6 networks (uniform subset (seed 1) of a random sample of 6 drawn with seed 0)" in stdout
     rows = {r["proxy"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert set(rows) == {"params", "naswot", "logit_sum", "az_nas", "az_nas.expressivity", "az_nas.progressivity",
                          "az_nas.trainability", "az_nas.complexity"}

@@ -2,10 +2,10 @@
 
     .venv/bin/python -m experiments.bench.campaign_cache sss-cifar10 [--set sample.search_n=200] [--run runs/bench-sss-cifar10]
 
-Builds (or resumes) the first search cache that ``python -m experiments.campaigns NAME`` would build (same
-sample, same ``[cache]`` settings, same folder under ``[cache] dir``, so the campaign reuses it), in
-this process (serial backend, so this process's RSS covers the work and the shards finish one at a
-time). A killed build keeps its shards, whose times still give the per-network seconds. A thread samples wall clock, this process's CPU time and RSS; each shard's finishing time
+Builds (or resumes) the first search cache (first space, dataset and search kind) that
+``python -m experiments.campaigns NAME`` would build (same sample, same ``[cache]`` settings, same folder
+under ``[cache] dir``, so the campaign reuses it), in this process (serial backend, so this process's
+RSS covers the work and the shards finish one at a time). A killed build keeps its shards, whose times still give the per-network seconds. A thread samples wall clock, this process's CPU time and RSS; each shard's finishing time
 gives the seconds of its network. Prints per-network wall and CPU seconds (median, max), the peak
 RSS, the cache's size on disk and its load time. A resumed build measures only the networks it
 built; the first network of each run is left out (it pays for imports and the image batch).
@@ -96,9 +96,9 @@ def main() -> None:
     config = load_config(CONFIGS / f"{args.name}.toml", args.set)
     config = dataclasses.replace(config, parallel=dataclasses.replace(config.parallel, backend="serial", workers=1))
     c, s = config.campaign, config.sample
-    dataset = c.datasets[0]
-    accuracy = load_ground_truth(c.space).accuracy[dataset]
-    sample = make_sample(get_space(c.space), s.search_kinds[0], s.search_sizes[0], c.seed, "search", dataset,
+    space, dataset = c.spaces[0], c.datasets[0]
+    accuracy = load_ground_truth(space).accuracy[dataset]
+    sample = make_sample(get_space(space), s.search_kinds[0], s.search_sizes[0], c.seed, "search", dataset,
                          accuracy, s.split_seed, s.heldout_fraction, s.bins)
     for note in sample.notes:
         print(f"sample note: {note}")
@@ -141,7 +141,7 @@ def main() -> None:
     ends = sorted(t for t in finished.values() if t >= start)
     wall_per = np.diff(ends)
     cpu_per = np.diff(np.interp(ends, walls, cpus))
-    print(f"{args.name}: search cache of {len(sample.indices)} {c.space} networks on {dataset}, "
+    print(f"{args.name}: search cache of {len(sample.indices)} {space} networks on {dataset}, "
           f"batch {config.cache.batch_size}, {len(campaign_terminals(config))} terminals -> "
           f"{', '.join(map(str, cache.folders))}")
     print(f"  built {len(ends)} networks in this run ({build_s:.0f} s wall, packing included)")
@@ -153,7 +153,7 @@ def main() -> None:
     print(f"  peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (ru_maxrss), "
           f"{peak_sampled:.0f} MiB sampled")
     start = time.perf_counter()
-    loaded = merge_caches([load_cache(f, space=c.space, dataset=dataset) for f in cache.folders])
+    loaded = merge_caches([load_cache(f, space=space, dataset=dataset) for f in cache.folders])
     print(f"  on disk {sum(_dir_mib(f / PACKED) for f in cache.folders):.0f} MiB; loaded {len(loaded.indices)} "
           f"networks in {time.perf_counter() - start:.2f} s")
 

@@ -48,6 +48,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     sample.add_argument("--source", choices=groundtruth.SOURCES, default="auto")
     sample.add_argument("--within", default=None, metavar="SAMPLE",
                         help="draw --n uniformly from this sample file instead (nested samples)")
+    sample.add_argument("--keep", default=None, metavar="SAMPLE",
+                        help="with --within: hold every network of this earlier subset of it and draw the rest")
     sample.add_argument("--out", required=True)
     sample.set_defaults(run=run_sample)
 
@@ -109,10 +111,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_sample(args: argparse.Namespace) -> int:
     space = space_from(args)
+    if args.keep is not None and args.within is None:
+        raise ZcpError("--keep needs --within (the sample both are subsets of)")
     if args.within is not None:
-        sample = subsample(read_sample(args.within, args.space), args.n, args.seed)
+        keep = None if args.keep is None else read_sample(args.keep, args.space)
+        sample = subsample(read_sample(args.within, args.space), args.n, args.seed, keep)
         path = write_sample(sample, args.out)
-        print(f"wrote {len(sample.indices)} {args.space} architectures (uniform subset of {args.within}, seed {args.seed}) to {path}")
+        print(f"wrote {len(sample.indices)} {args.space} architectures (uniform subset of {args.within}, seed {args.seed}"
+              f"{'' if keep is None else f', holding the {len(keep.indices)} of {args.keep}'}) to {path}")
         return 0
     accuracy = None
     if args.dataset is not None:

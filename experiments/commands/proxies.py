@@ -17,7 +17,7 @@ from evaluation.parallel import BACKENDS, device_kind, start_ray
 from evaluation.proxies import proxy_names
 from evaluation.groundtruth import load_ground_truth
 from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, write_markdown
-from evaluation.samples import make_sample, read_sample
+from evaluation.samples import described, make_sample, read_sample
 from evaluation.scoring import Scores, score_sample
 from evaluation.spaces import SPACES, check_space_dataset, get_space
 from experiments.commands import energy_options, paths_from, paths_options, ray_options, space_from
@@ -167,7 +167,7 @@ def run_compare(args: argparse.Namespace) -> int:
             plot_scatter(name, values, truth, row.values["kendall"], out / "scatter" / f"{name}.png")
     where = (args.space, args.dataset)  # published values are per space and dataset
     write_csv(rows, out / "results.csv", where)
-    title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({sample.kind} sample, seed {sample.seed}), "
+    title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({described(sample)}), "
              f"batch {args.batch_size}, seed {args.seed}"
              + "".join(f", {key}={value}" for key, value in _options(args.option).items()))
     write_markdown(rows, out / "results.md", title, where, meter.rows)
