@@ -152,12 +152,11 @@ def subsample(sample: Sample, n: int, seed: int, keep: Sample | None = None) -> 
             raise ZcpError(f"the sample to keep holds {len(outside) or len(keep.indices)} {keep.space} architectures "
                            f"outside this {sample.space} sample")
         held[[row[i] for i in keep.indices]] = True
-        if n <= held.sum():
-            raise ZcpError(f"a subsample keeping {held.sum()} architectures needs more than that, got {n}")
-        note += f", holding the {held.sum()} of the subset drawn with seed {keep.seed}"
-    rest = np.flatnonzero(~held)
-    rows = np.sort(np.concatenate([np.flatnonzero(held),
-                                   np.random.default_rng(seed).choice(rest, n - held.sum(), replace=False)]))
+        if n <= len(keep.indices):
+            raise ZcpError(f"a subsample keeping {len(keep.indices)} architectures needs more than that, got {n}")
+        note += f", holding the {len(keep.indices)} of the subset drawn with seed {keep.seed}"
+    drawn = np.random.default_rng(seed).choice(np.flatnonzero(~held), n - held.sum(), replace=False)
+    rows = np.sort(np.concatenate([np.flatnonzero(held), drawn]))
     return replace(sample, kind="random", n=n, seed=seed, indices=tuple(sample.indices[i] for i in rows),
                    archs=tuple(sample.archs[i] for i in rows), notes=(*sample.notes, note))
 
