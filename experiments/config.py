@@ -57,6 +57,8 @@ from primitives.terminals import DEFAULT, labels_problem, resolve_terminals, ter
 
 MIN_SUBSET_N = 10
 """Fewest networks a search subset may hold: a Kendall tau over fewer is mostly noise."""
+
+
 def _is_name(value: Any) -> bool:
     return isinstance(value, str)
 

@@ -4,9 +4,10 @@
         --out results/transfer.md [--split search]
 
 Each run contributes its best expression (row, labelled by the spaces, datasets and seed it was evolved
-on, and by its folder's name where several runs share that label) and the held-out caches of its spaces and datasets (columns; named ``SPACE/DATASET`` when the runs
-span several spaces). Every expression is scored on every column's cache; the
-held-out samples of all runs come from the held-out split, so no cell sees a search network.
+on, and by its folder's name where several runs share that label) and the held-out caches of its spaces
+and datasets (columns; named ``SPACE/DATASET`` when the runs span several spaces). Every expression is
+scored on every column's cache; the held-out samples of all runs come from the held-out split, so no
+cell sees a search network.
 ``--split search`` scores them on the runs' search samples instead (columns ``DATASET/KIND``): what a
 choice among evolved proxies may look at without touching held-out labels.
 """
@@ -34,8 +35,8 @@ def transfer(run_dirs: list[Path], split: str = "heldout") -> tuple[dict[str, st
     columns: dict[str, tuple[Target, tuple[str, ...]]] = {}
     configs = [load_config(run_dir / CONFIG) for run_dir in run_dirs]
     several = len({space for config in configs for space in config.campaign.spaces}) > 1
-    labels = [f"{'+'.join(c.campaign.spaces) + ' ' if several else ''}{'+'.join(c.campaign.datasets)} (seed {c.gp.seed})"
-              for c in configs]
+    labels = [f"{'+'.join(c.campaign.spaces) + ' ' if several else ''}{'+'.join(c.campaign.datasets)} "
+              f"(seed {c.gp.seed})" for c in configs]
     for run_dir, config, label in zip(run_dirs, configs, labels):
         try:
             best = read_hall_of_fame(run_dir)["entries"][0]["expression"]

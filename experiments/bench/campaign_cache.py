@@ -7,9 +7,10 @@ Builds (or resumes) the first search cache (first space, dataset and search kind
 under ``[cache] dir``, so the campaign reuses it), in this process (serial backend, so this process's
 RSS covers the work and the shards finish one at a time). A killed build keeps its shards, whose times
 still give the per-network seconds. A thread samples wall clock, this process's CPU time and RSS; each
-shard's finishing time gives the seconds of its network. Prints per-network wall and CPU seconds (median, max), the peak
-RSS, the cache's size on disk and its load time. A resumed build measures only the networks it
-built; the first network of each run is left out (it pays for imports and the image batch).
+shard's finishing time gives the seconds of its network. Prints per-network wall and CPU seconds
+(median, max), the peak RSS, the cache's size on disk and its load time. A resumed build measures only
+the networks it built; the first network of each run is left out (it pays for imports and the image
+batch).
 
 ``--finished-only`` measures a build that was stopped before the end, without building: the
 per-network wall seconds from its shards' times, and the size and load time of those networks packed
