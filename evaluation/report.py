@@ -133,7 +133,8 @@ def write_csv(rows: list[Row], path: str | os.PathLike, where: tuple[str, str] |
 
 def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: tuple[str, str] | None = None,
                    energy_rows: list[dict] = ()) -> Path:
-    """The comparison table (published values for the space and dataset ``where``), then (with
+    """The comparison table (published values for the space and dataset ``where``, all measured on
+    random samples or on every network, so not comparable with a stratified sample's rows), then (with
     ``energy_rows``) the energy of scoring each proxy."""
     def cell(r: Row, m: str) -> str:
         lo, hi = r.intervals[m]
@@ -141,7 +142,8 @@ def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: 
 
     lines = [f"# {title}", "",
              "Values with bootstrap 95% intervals. Non-finite scores rank last (Pearson: finite scores only).", "",
-             "| proxy | N | non-finite | Kendall tau | Spearman rho | Pearson r | top-10% precision | s/network | published |",
+             "| proxy | N | non-finite | Kendall tau | Spearman rho | Pearson r | top-10% precision | s/network "
+             "| published (random samples or all networks) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.proxy} | {r.n} | {r.non_finite} | " + " | ".join(cell(r, m) for m in METRICS)

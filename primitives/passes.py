@@ -235,7 +235,8 @@ def az_components(model: nn.Module, x: torch.Tensor, gen: torch.Generator,
 
     handles = [b.register_forward_hook(hook) for b in blocks(model)]
     try:
-        model(randn_like(x, gen))
+        with torch.set_grad_enabled(trainability):
+            model(randn_like(x, gen))
     finally:
         for h in handles:
             h.remove()

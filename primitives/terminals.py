@@ -184,7 +184,8 @@ def terminal_types(names: Iterable[str] | None = None) -> dict[str, type]:
 
 def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: torch.Tensor | None,
                 signal: str, draws: torch.Tensor) -> dict[str, np.ndarray]:
-    """One forward (+ backward if a wanted terminal needs it) with hooks; base names in ``wanted``.
+    """One forward (+ backward if a wanted terminal needs it, else without autograd) with hooks; base
+    names in ``wanted``.
 
     Without ``labels`` the backward signal's labels are ``draws`` modulo the logits' width."""
     backward = any(TERMINALS[n].backward for n in wanted)
@@ -243,8 +244,8 @@ def _pass_stats(model: nn.Module, x: torch.Tensor, wanted: set[str], labels: tor
 
     for p in model.parameters():
         p.grad = None
-    with Recorder(model, on_layer, on_grad if backward else None,
-                  on_unit if "code_kernel" in wanted else None) as rec:
+    with torch.set_grad_enabled(backward), Recorder(model, on_layer, on_grad if backward else None,
+                                                    on_unit if "code_kernel" in wanted else None) as rec:
         logits = model(x)
         if backward:
             y = labels if labels is not None else (draws % logits.shape[-1]).to(logits.device)

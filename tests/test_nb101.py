@@ -20,9 +20,10 @@ from evaluation.paths import resolve_paths
 from evaluation.samples import make_sample, read_sample, split_indices, write_sample
 from evaluation.spaces import get_space
 from evaluation.spaces.nb101 import NB101
-from evaluation.spaces.nb101.network import NB101Network
+from evaluation.spaces.nb101.network import MaxPool3x3, NB101Network
 from evaluation.spaces.nb101.spec import cell_hash, validate, vertex_channels
 from evaluation.spaces.nb101.table import COLUMNS, read_nb101_table
+from experiments.bench.nb101_pool import official_pools
 from experiments.config import load_config, parse_config
 
 C3, C1, MP = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
@@ -126,6 +127,34 @@ def test_forward_gives_logits_with_relu_modules(smallest):
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(abs(m.momentum - 0.003) < 1e-12 and m.eps == 1e-5 for m in bns)
     assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def _output_and_grads(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().clone().requires_grad_(True)
+    out = model(x)
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    return [out, x.grad, *(p.grad for p in model.parameters())]
+
+
+def test_cpu_maxpool_is_bitwise_the_official_pool():
+    # ties (many zeros and repeated values), -inf, NaN and a channel slice, as a cell feeds it
+    x = torch.randint(-2, 3, (3, 9, 7, 6)).float().relu()
+    x[0, 0, :2, :3] = float("-inf")
+    x[1, 2, 3, 3] = x[1, 2, 4, 5] = float("nan")
+    for inp in (x, x[:, :5]):
+        ours, official = _output_and_grads(MaxPool3x3(), inp), _output_and_grads(nn.MaxPool2d(3, 1, 1), inp)
+        assert all(a.equal(b) or torch.equal(a.nan_to_num(), b.nan_to_num()) for a, b in zip(ours, official))
+        assert ours[0].is_contiguous()
+
+
+def test_network_with_the_cpu_maxpool_equals_the_official_pools():
+    torch.manual_seed(0)
+    model = NB101Network(*validate(*README_CELL))
+    official = official_pools(model)
+    assert sum(isinstance(m, MaxPool3x3) for m in model.modules()) == 9
+    assert not any(isinstance(m, MaxPool3x3) for m in official.modules())
+    x = torch.randn(2, 3, 32, 32)
+    assert all(a.equal(b) for a, b in zip(_output_and_grads(model, x), _output_and_grads(official, x)))
 
 
 def test_build_by_hash_equals_build_by_rank(nb101_rows, smallest):

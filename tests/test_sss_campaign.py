@@ -114,5 +114,6 @@ def test_published_values_belong_to_the_reports_space_and_dataset(tmp_path):
         md = report.write_markdown(rows, tmp_path / "r.md", "t", where).read_text()
         csv_text = report.write_csv(rows, tmp_path / "r.csv", where).read_text()
         assert text in md and text in csv_text
+        assert "| published (random samples or all networks) |" in md  # never a stratified protocol's value
         assert all(other not in md for other in expected.values() if other != text)
     assert "ZiCo" not in report.write_markdown(rows, tmp_path / "r.md", "t").read_text()
