@@ -100,9 +100,9 @@ def module_source(record: dict[str, Any], program: str) -> str:
         "defaults are the campaign's. A forward may return a tensor, a tuple / list such as (features, logits),",
         "a dict or an object with `logits`: see pick_output (output= an index, key or callable overrides).",
         "Load it any usual way: import, importlib, runpy.run_path or exec of its text.",
-        "Only the passes the terminals need run (a backward pass only for gradient terminals; the",
-        "others without autograd); weights, buffers, gradients and training mode are left as found. Problems with the",
-        "model or inputs raise ValueError (one line). Imports torch and numpy only; importing defines only.",
+        "Only the passes the terminals need run (a backward pass only for gradient terminals, the others",
+        "without autograd); weights, buffers, gradients and training mode are left as found. Problems with",
+        "the model or inputs raise ValueError (one line). Imports torch and numpy only; importing defines only.",
         "", "Layer definition (as in the zcp terminal cache):", "", layers.__doc__.strip()])
     score = f'''
 
