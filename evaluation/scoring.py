@@ -5,8 +5,9 @@ depends on (proxy, network, data, seed, options) only, never on order or worker;
 give the same numbers. On a CUDA device the network is built there (a 20M-parameter NB101 network
 takes 0.4 s to initialise on one CPU core): its weights come from CUDA's generator, so its scores are
 not the CPU's and are cached apart, but they are as deterministic. Scores are cached in
-``<cache_dir>/<proxy>-<key>.json``, one file per (proxy and its code, space, dataset, image source,
-batch size, seed, options, device) holding one entry per architecture index, so a re-run on the same
+``<cache_dir>/<proxy>-<key>.json``, one file per (proxy and its code: an exported file's bytes or a zoo
+proxy's module source; space, dataset, image source, batch size, seed, options, device) holding one
+entry per architecture index, so a re-run on the same
 or an overlapping sample computes only what is new. The file is rewritten atomically every few
 networks while scoring, so an interrupted run loses at most that much work; each write merges what
 is on disk under a file lock, so concurrent runs on parts of a sample (or overlapping samples) add up
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -40,7 +43,7 @@ from evaluation.samples import Sample
 from evaluation.spaces import get_space
 from gp.export.load import load_exported
 
-CODE_VERSION = "zoo-1"  # bump whenever a zoo proxy's definition changes
+CODE_VERSION = "zoo-1"  # bump whenever a helper that zoo proxies share changes a definition
 FORMAT = "zcp-scores/1"
 CHECKPOINT_EVERY = 20  # networks between cache rewrites
 
@@ -49,10 +52,17 @@ def _is_file(ref: str) -> bool:
     return ref.endswith(".py") or os.sep in ref
 
 
+def _source_digest(proxy: Proxy) -> str:
+    """Digest of the module that defines a zoo proxy: editing the proxy's file changes its cache key,
+    so a corrected definition never reads scores of the old one."""
+    return hashlib.sha256(inspect.getsource(sys.modules[proxy.fn.__module__]).encode()).hexdigest()[:12]
+
+
 def resolve(ref: str) -> tuple[Proxy, str]:
     """The proxy named ``ref`` (zoo name or path of a ``.py`` file) and its identity for the cache."""
     if not _is_file(ref):
-        return get_proxy(ref), f"{ref}@{CODE_VERSION}"
+        proxy = get_proxy(ref)
+        return proxy, f"{ref}@{CODE_VERSION}:{_source_digest(proxy)}"
     fn = load_exported(ref)
     digest = hashlib.sha256(Path(ref).read_bytes()).hexdigest()[:16]
 

@@ -2,6 +2,7 @@
 and the one-line errors for bad input."""
 import csv
 import hashlib
+import inspect
 import json
 import os
 import signal
@@ -226,6 +227,19 @@ def test_cpu_scores_keep_the_cache_key_they_had_before_devices():
               "seed": 0, "options": []}
     assert spec.key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
     assert scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0, device="cuda").key() != spec.key()
+
+
+def test_editing_a_zoo_proxys_module_changes_its_cache_key(tmp_path, sample6, data_dir, monkeypatch):
+    # a corrected zoo proxy (once: zen's NB101 fix) must not read the scores of its old definition
+    sample = read_sample(sample6)
+    first = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8)
+    assert first.scored == 6 and scoring.resolve("params")[1] != scoring.resolve("flops")[1]
+    assert scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8).scored == 0
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + "# edited\n")
+    again = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8)
+    assert again.scored == 6 and again.values.tolist() == first.values.tolist()
+    assert len(list(tmp_path.glob("params-*.json"))) == 2
 
 
 def test_cuda_scores_are_cached_apart_and_read_without_a_gpu(tmp_path, sample6, data_dir, monkeypatch):
