@@ -7,11 +7,10 @@ takes 0.4 s to initialise on one CPU core): its weights come from CUDA's generat
 not the CPU's and are cached apart, but they are as deterministic. Scores are cached in
 ``<cache_dir>/<proxy>-<key>.json``, one file per (proxy and its code: an exported file's bytes or a zoo
 proxy's module source; space, dataset, image source, batch size, seed, options, device) holding one
-entry per architecture index, so a re-run on the same
-or an overlapping sample computes only what is new. The file is rewritten atomically every few
-networks while scoring, so an interrupted run loses at most that much work; each write merges what
-is on disk under a file lock, so concurrent runs on parts of a sample (or overlapping samples) add up
-instead of overwriting each other.
+entry per architecture index, so a re-run on the same or an overlapping sample computes only what is
+new. The file is rewritten atomically every few networks while scoring, so an interrupted run loses
+at most that much work; each write merges what is on disk under a file lock, so concurrent runs on
+parts of a sample (or overlapping samples) add up instead of overwriting each other.
 """
 from __future__ import annotations
 
