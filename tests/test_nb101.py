@@ -136,14 +136,22 @@ def _output_and_grads(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return [out, x.grad, *(p.grad for p in model.parameters())]
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
 def test_cpu_maxpool_is_bitwise_the_official_pool():
-    # ties (many zeros and repeated values), -inf, NaN and a channel slice, as a cell feeds it
-    x = torch.randint(-2, 3, (3, 9, 7, 6)).float().relu()
+    # ties (zeros after ReLU, repeated values), negative maps, -inf, NaN and a channel slice, as a cell feeds it
+    x = torch.randint(-2, 3, (3, 9, 7, 6)).float()
+    x[:, :6] = x[:, :6].relu()
     x[0, 0, :2, :3] = float("-inf")
     x[1, 2, 3, 3] = x[1, 2, 4, 5] = float("nan")
     for inp in (x, x[:, :5]):
+        with torch.no_grad():  # the shifted-views path
+            fast, official = MaxPool3x3()(inp), nn.MaxPool2d(3, 1, 1)(inp)
+        assert _same(fast, official) and fast.isnan().any() and fast.isneginf().any()
         ours, official = _output_and_grads(MaxPool3x3(), inp), _output_and_grads(nn.MaxPool2d(3, 1, 1), inp)
-        assert all(a.equal(b) or torch.equal(a.nan_to_num(), b.nan_to_num()) for a, b in zip(ours, official))
+        assert all(_same(a, b) for a, b in zip(ours, official))
         assert ours[0].is_contiguous()
 
 
@@ -154,6 +162,8 @@ def test_network_with_the_cpu_maxpool_equals_the_official_pools():
     assert sum(isinstance(m, MaxPool3x3) for m in model.modules()) == 9
     assert not any(isinstance(m, MaxPool3x3) for m in official.modules())
     x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the pools' shifted-views path
+        assert model(x).equal(official(x))
     assert all(a.equal(b) for a, b in zip(_output_and_grads(model, x), _output_and_grads(official, x)))
 
 
