@@ -23,7 +23,7 @@ from evaluation.spaces.nb101 import NB101
 from evaluation.spaces.nb101.network import MaxPool3x3, NB101Network
 from evaluation.spaces.nb101.spec import cell_hash, validate, vertex_channels
 from evaluation.spaces.nb101.table import COLUMNS, read_nb101_table
-from experiments.bench.nb101_pool import official_pools
+from experiments.bench import nb101_pool
 from experiments.config import load_config, parse_config
 
 C3, C1, MP = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
@@ -158,13 +158,22 @@ def test_cpu_maxpool_is_bitwise_the_official_pool():
 def test_network_with_the_cpu_maxpool_equals_the_official_pools():
     torch.manual_seed(0)
     model = NB101Network(*validate(*README_CELL))
-    official = official_pools(model)
+    official = nb101_pool.official_pools(model)
     assert sum(isinstance(m, MaxPool3x3) for m in model.modules()) == 9
     assert not any(isinstance(m, MaxPool3x3) for m in official.modules())
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():  # the pools' shifted-views path
         assert model(x).equal(official(x))
     assert all(a.equal(b) for a, b in zip(_output_and_grads(model, x), _output_and_grads(official, x)))
+
+
+@pytest.mark.parametrize("flag", ["--networks", "--reps", "--batch", "--threads"])
+def test_pool_bench_rejects_counts_below_one(flag, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["nb101_pool", flag, "0"])
+    with pytest.raises(SystemExit) as exc:
+        nb101_pool.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err[-1].endswith(f"error: {flag} must be at least 1, got 0")
 
 
 def test_build_by_hash_equals_build_by_rank(nb101_rows, smallest):

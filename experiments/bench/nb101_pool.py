@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (workers run with 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    for name in ("networks", "batch", "reps", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
 
     x = load_batch("cifar10", args.batch, args.seed).images
