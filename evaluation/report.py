@@ -61,6 +61,11 @@ def _worst_last(scores: np.ndarray) -> np.ndarray:
     return np.where(finite, scores, low)
 
 
+def _kendall(scores: np.ndarray, truth: np.ndarray) -> float:
+    ranked = _worst_last(scores)
+    return math.nan if np.ptp(ranked) == 0 else float(stats.kendalltau(ranked, truth)[0])
+
+
 def top_precision(scores: np.ndarray, truth: np.ndarray, share: float = 0.1) -> float:
     """Share of the true top ``share`` of networks that the proxy also puts in its top ``share``."""
     k = max(1, math.ceil(share * len(truth)))
@@ -76,7 +81,7 @@ def metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     constant = np.ptp(ranked) == 0
     pearson = (float(stats.pearsonr(scores[finite], truth[finite])[0])
                if finite.sum() > 2 and np.ptp(scores[finite]) > 0 else math.nan)
-    return {"kendall": math.nan if constant else float(stats.kendalltau(ranked, truth)[0]),
+    return {"kendall": _kendall(scores, truth),
             "spearman": math.nan if constant else float(stats.spearmanr(ranked, truth)[0]),
             "pearson": pearson, "top10": top_precision(ranked, truth)}
 
@@ -91,6 +96,36 @@ def bootstrap(scores: np.ndarray, truth: np.ndarray, reps: int = 1000, seed: int
             draws[m].append(v)
     return {m: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) if not np.all(np.isnan(v))
             else (math.nan, math.nan) for m, v in draws.items()}
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A proxy's Kendall tau minus a reference proxy's on the same networks, with a paired bootstrap interval;
+    ``not_above``: the share of resamples in which the proxy's tau is not above the reference's."""
+
+    proxy: str
+    reference: str
+    difference: float
+    interval: tuple[float, float]
+    not_above: float
+
+
+def paired(proxy: str, scores: np.ndarray, reference: str, ref_scores: np.ndarray, truth: np.ndarray,
+           reps: int = 1000, seed: int = 0) -> Paired:
+    """Kendall tau of ``scores`` minus that of ``ref_scores``, each resample drawing the same networks for
+    both (the draws of ``bootstrap`` with the same seed). Two proxies that misrank the same networks have
+    wide marginal intervals but a narrow interval of their difference: this one says whether one is above."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(reps):
+        rows = rng.integers(0, len(truth), len(truth))
+        draws.append(_kendall(scores[rows], truth[rows]) - _kendall(ref_scores[rows], truth[rows]))
+    draws = np.array(draws)
+    kept = draws[~np.isnan(draws)]
+    interval = ((float(np.percentile(kept, 2.5)), float(np.percentile(kept, 97.5))) if len(kept)
+                else (math.nan, math.nan))
+    return Paired(proxy, reference, _kendall(scores, truth) - _kendall(ref_scores, truth), interval,
+                  float(np.mean(kept <= 0)) if len(kept) else math.nan)
 
 
 @dataclass(frozen=True)
@@ -131,11 +166,39 @@ def write_csv(rows: list[Row], path: str | os.PathLike, where: tuple[str, str] |
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def write_scores(indices: np.ndarray, archs: list[str], truth: np.ndarray, scores: dict[str, np.ndarray],
+                 path: str | os.PathLike) -> Path:
+    """Every network's accuracy and score under each proxy (a column per row of the comparison), so that
+    any other statistic can be computed without scoring again."""
+    lines = [",".join(["index", "arch", "accuracy", *scores])]
+    for row, index in enumerate(indices):
+        values = [truth[row], *(v[row] for v in scores.values())]
+        lines.append(f"{index},{archs[row]}," + ",".join(repr(float(v)) for v in values))
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_paired_csv(pairs: list[Paired], path: str | os.PathLike) -> Path:
+    lines = ["proxy,reference,kendall_difference,lo,hi,not_above"]
+    lines += [f"{p.proxy},{p.reference},{p.difference:.4f},{p.interval[0]:.4f},{p.interval[1]:.4f},{p.not_above:.4f}"
+              for p in pairs]
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _paired_markdown(pairs: list[Paired], reps: int) -> list[str]:
+    lines = ["", f"## Paired differences against {pairs[0].reference} (Kendall tau)", "",
+             f"Each of {reps} bootstrap resamples draws the same networks for both proxies; \"not above\": the share of "
+             f"resamples in which the proxy's tau is not above {pairs[0].reference}'s (a one-sided bootstrap p-value).", "",
+             f"| proxy | tau - tau({pairs[0].reference}) [95% CI] | not above |", "|---|---|---|"]
+    return lines + [f"| {p.proxy} | {p.difference:+.3f} [{p.interval[0]:+.3f}, {p.interval[1]:+.3f}] | {p.not_above:.3f} |"
+                    for p in pairs]
+
+
 def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: tuple[str, str] | None = None,
-                   energy_rows: list[dict] = ()) -> Path:
+                   energy_rows: list[dict] = (), pairs: list[Paired] = (), reps: int = 1000) -> Path:
     """The comparison table (published values for the space and dataset ``where``, all measured on
     random samples or on every network, so not comparable with a stratified sample's rows), then (with
-    ``energy_rows``) the energy of scoring each proxy."""
+    ``pairs``) the paired differences against one proxy and (with ``energy_rows``) the energy of scoring
+    each proxy."""
     def cell(r: Row, m: str) -> str:
         lo, hi = r.intervals[m]
         return f"{r.values[m]:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -148,6 +211,8 @@ def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: 
     for r in rows:
         lines.append(f"| {r.proxy} | {r.n} | {r.non_finite} | " + " | ".join(cell(r, m) for m in METRICS)
                      + f" | {r.seconds:.3f} | {_published(r.proxy, where)} |")
+    if pairs:
+        lines += _paired_markdown(list(pairs), reps)
     if energy_rows:
         lines += ["", "## Energy (this run; scores taken from the score cache cost nothing and count no network)", "",
                   *energy_markdown(list(energy_rows))]

@@ -6,7 +6,7 @@ import pytest
 
 from evaluation.errors import ZcpError
 from evaluation.proxies import PROXIES
-from evaluation.report import PUBLISHED, bootstrap, metrics, top_precision
+from evaluation.report import PUBLISHED, bootstrap, metrics, paired, top_precision
 from evaluation.samples import described, make_sample, subsample
 from evaluation.spaces import SPACES, get_space, space_datasets
 
@@ -39,6 +39,23 @@ def test_bootstrap_interval_brackets_a_strong_correlation():
     lo, hi = bootstrap(scores, truth, reps=200)["kendall"]
     assert lo < metrics(scores, truth)["kendall"] < hi and hi - lo < 0.2
     assert bootstrap(scores, truth, reps=50, seed=1) == bootstrap(scores, truth, reps=50, seed=1)
+
+
+def test_a_paired_interval_sees_a_small_lead_that_marginal_intervals_hide():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=300)
+    shared = truth + 0.8 * rng.normal(size=300)  # both proxies misrank the same networks
+    reference, better = shared + 0.3 * rng.normal(size=300), shared + 0.05 * rng.normal(size=300)
+    lead = metrics(better, truth)["kendall"] - metrics(reference, truth)["kendall"]
+    p = paired("better", better, "ref", reference, truth, reps=300)
+    assert p.difference == pytest.approx(lead) and 0 < p.interval[0] < lead < p.interval[1] and p.not_above < 0.025
+    assert bootstrap(better, truth, reps=300)["kendall"][0] < metrics(reference, truth)["kendall"]  # overlap
+    same = paired("copy", reference, "ref", reference, truth, reps=50)
+    assert same.difference == 0 and same.interval == (0.0, 0.0) and same.not_above == 1.0
+    worse = paired("ref", reference, "better", better, truth, reps=300)
+    assert worse.interval == pytest.approx((-p.interval[1], -p.interval[0])) and worse.not_above > 0.975
+    broken = paired("nan", np.full(300, np.nan), "ref", reference, truth, reps=20)  # constant: no tau at all
+    assert math.isnan(broken.difference) and math.isnan(broken.interval[0]) and math.isnan(broken.not_above)
 
 
 def test_subsample_is_nested_and_says_how_it_was_drawn():

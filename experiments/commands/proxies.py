@@ -16,9 +16,10 @@ from evaluation.images import SOURCES as IMAGE_SOURCES
 from evaluation.parallel import BACKENDS, device_kind, start_ray
 from evaluation.proxies import proxy_names
 from evaluation.groundtruth import load_ground_truth
-from evaluation.report import evaluate, plot_kendall, plot_scatter, write_csv, write_markdown
+from evaluation.report import (evaluate, paired, plot_kendall, plot_scatter, write_csv, write_markdown,
+                               write_paired_csv, write_scores)
 from evaluation.samples import described, make_sample, read_sample
-from evaluation.scoring import Scores, score_sample
+from evaluation.scoring import Scores, resolve, score_sample
 from evaluation.spaces import SPACES, check_space_dataset, get_space
 from experiments.commands import energy_options, paths_from, paths_options, ray_options, space_from
 
@@ -78,7 +79,9 @@ def register(groups: argparse._SubParsersAction) -> None:
                                 help="compare proxies against the ground truth")
     compare.add_argument("--proxies", required=True, help="comma-separated zoo names or .py files; 'all' = the zoo")
     compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    compare.add_argument("--out", required=True, help="folder for results.csv, results.md and plots")
+    compare.add_argument("--paired", metavar="PROXY", help="also give every other proxy's Kendall tau minus this one's "
+                         "(a name of the comparison, e.g. az_nas or az_nas.expressivity) with a paired bootstrap interval")
+    compare.add_argument("--out", required=True, help="folder for results.csv, results.md, scores.csv and plots")
     compare.set_defaults(run=run_compare)
 
     search = groups.add_parser("search", parents=[_common(with_sample=False)],
@@ -149,28 +152,42 @@ def _rows_of(scores: Scores) -> list[tuple[str, np.ndarray]]:
     return [(scores.proxy, scores.values)] + [(f"{scores.proxy}.{k}", v) for k, v in scores.components.items()]
 
 
+def _row_names(refs: list[str]) -> list[str]:
+    """The names of the comparison's rows, known before any network is scored."""
+    proxies = [resolve(ref)[0] for ref in refs]
+    return [name for p in proxies for name in (p.name, *(f"{p.name}.{k}" for k in p.components))]
+
+
 def run_compare(args: argparse.Namespace) -> int:
     check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     refs = _expand(args.proxies)
+    if args.paired is not None and args.paired not in (names := _row_names(refs)):
+        raise ZcpError(f"--paired {args.paired!r} is not one of the compared proxies ({', '.join(names)})")
     truth = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset][list(sample.indices)]
     if np.isnan(truth).any():
         raise ZcpError(f"the ground truth lacks {args.dataset} accuracy for {int(np.isnan(truth).sum())} networks of the sample")
     out = Path(args.out)
     meter = _meter(args, out / energy.ENERGY_FILE)
-    rows = []
+    rows, by_name = [], {}
     for ref in refs:
         scores = _scored(meter, ref, sample, args)
         for name, values in _rows_of(scores):
             row = evaluate(name, values, truth, float(np.mean(scores.seconds)), args.bootstrap, args.seed)
             rows.append(row)
+            by_name[name] = values
             plot_scatter(name, values, truth, row.values["kendall"], out / "scatter" / f"{name}.png")
+    write_scores(np.asarray(sample.indices), list(sample.archs), truth, by_name, out / "scores.csv")
+    pairs = [paired(name, values, args.paired, by_name[args.paired], truth, args.bootstrap, args.seed)
+             for name, values in by_name.items() if args.paired is not None and name != args.paired]
+    if pairs:
+        write_paired_csv(pairs, out / "paired.csv")
     where = (args.space, args.dataset)  # published values are per space and dataset
     write_csv(rows, out / "results.csv", where)
     title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({described(sample)}), "
              f"batch {args.batch_size}, seed {args.seed}"
              + "".join(f", {key}={value}" for key, value in _options(args.option).items()))
-    write_markdown(rows, out / "results.md", title, where, meter.rows)
+    write_markdown(rows, out / "results.md", title, where, meter.rows, pairs, args.bootstrap)
     plot_kendall(rows, out / "kendall.png")
     print((out / "results.md").read_text(), end="")
     return 0
