@@ -185,20 +185,24 @@ def write_paired_csv(pairs: list[Paired], path: str | os.PathLike) -> Path:
 
 
 def _paired_markdown(pairs: list[Paired], reps: int) -> list[str]:
-    lines = ["", f"## Paired differences against {pairs[0].reference} (Kendall tau)", "",
-             f"Each of {reps} bootstrap resamples draws the same networks for both proxies; \"not above\": the share of "
-             f"resamples in which the proxy's tau is not above {pairs[0].reference}'s (a one-sided bootstrap p-value).", "",
-             f"| proxy | tau - tau({pairs[0].reference}) [95% CI] | not above |", "|---|---|---|"]
-    return lines + [f"| {p.proxy} | {p.difference:+.3f} [{p.interval[0]:+.3f}, {p.interval[1]:+.3f}] | {p.not_above:.3f} |"
-                    for p in pairs]
+    """One section per reference proxy, in the order the references first appear in ``pairs``."""
+    lines = []
+    for ref in dict.fromkeys(p.reference for p in pairs):
+        lines += ["", f"## Paired differences against {ref} (Kendall tau)", "",
+                  f"Each of {reps} bootstrap resamples draws the same networks for both proxies; \"not above\": the share "
+                  f"of resamples in which the proxy's tau is not above {ref}'s (a one-sided bootstrap p-value).", "",
+                  f"| proxy | tau - tau({ref}) [95% CI] | not above |", "|---|---|---|"]
+        lines += [f"| {p.proxy} | {p.difference:+.3f} [{p.interval[0]:+.3f}, {p.interval[1]:+.3f}] | {p.not_above:.3f} |"
+                  for p in pairs if p.reference == ref]
+    return lines
 
 
 def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: tuple[str, str] | None = None,
                    energy_rows: list[dict] = (), pairs: list[Paired] = (), reps: int = 1000) -> Path:
     """The comparison table (published values for the space and dataset ``where``, all measured on
     random samples or on every network, so not comparable with a stratified sample's rows), then (with
-    ``pairs``) the paired differences against one proxy and (with ``energy_rows``) the energy of scoring
-    each proxy."""
+    ``pairs``) the paired differences against each reference proxy and (with ``energy_rows``) the energy
+    of scoring each proxy."""
     def cell(r: Row, m: str) -> str:
         lo, hi = r.intervals[m]
         return f"{r.values[m]:.3f} [{lo:.3f}, {hi:.3f}]"

@@ -109,7 +109,7 @@ def test_compare_writes_tables_and_plots(capsys, tmp_path, sample6, data_dir):
     out = tmp_path / "report"
     subset = write_sample(subsample(read_sample(sample6), 6, 1), tmp_path / "subset.json")  # the same six networks
     code, stdout, err = run(capsys, "compare", "--proxies", f"params,naswot,az_nas,{proxy_file}", "--bootstrap", "50",
-                            "--paired", "az_nas.expressivity", *_common(subset, tmp_path, "--out", str(out)))
+                            "--paired", "az_nas.expressivity,params", *_common(subset, tmp_path, "--out", str(out)))
     assert code == 0, err
     assert "6 networks (uniform subset (seed 1) of a random sample of 6 drawn with seed 0)" in stdout
     rows = {r["proxy"]: r for r in csv.DictReader((out / "results.csv").open())}
@@ -128,13 +128,16 @@ def test_compare_writes_tables_and_plots(capsys, tmp_path, sample6, data_dir):
     naswot = scoring.score_sample("naswot", sample, "cifar10", tmp_path / "scores", batch_size=8)
     assert [float(r["naswot"]) for r in per_network] == list(naswot.values)
     assert set(per_network[0]) == {"index", "arch", "accuracy", *rows}
-    pairs = {r["proxy"]: r for r in csv.DictReader((out / "paired.csv").open())}
-    assert set(pairs) == set(rows) - {"az_nas.expressivity"}
-    assert all(r["reference"] == "az_nas.expressivity" for r in pairs.values())
+    pairs = list(csv.DictReader((out / "paired.csv").open()))
     tau = {name: float(r["kendall"]) for name, r in rows.items()}
-    for name, r in pairs.items():
-        assert float(r["kendall_difference"]) == pytest.approx(tau[name] - tau["az_nas.expressivity"], abs=1e-4)
-    assert "## Paired differences against az_nas.expressivity (Kendall tau)" in stdout
+    for ref in ("az_nas.expressivity", "params"):
+        mine = [r for r in pairs if r["reference"] == ref]
+        assert [r["proxy"] for r in mine] == [name for name in rows if name != ref]
+        for r in mine:
+            assert float(r["kendall_difference"]) == pytest.approx(tau[r["proxy"]] - tau[ref], abs=2e-4)  # 4-digit CSVs
+    assert len(pairs) == 2 * (len(rows) - 1)
+    assert stdout.index("## Paired differences against az_nas.expressivity") < stdout.index(
+        "## Paired differences against params (Kendall tau)")
 
 
 def test_all_expands_to_the_zoo():
@@ -186,7 +189,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, sample6, data_dir, argv, messag
 
 
 def test_an_unknown_paired_reference_is_refused_before_any_scoring(capsys, tmp_path, sample6, data_dir):
-    code, _, err = run(capsys, "compare", "--proxies", "params,az_nas", "--paired", "zico",
+    code, _, err = run(capsys, "compare", "--proxies", "params,az_nas", "--paired", "params,zico",
                        *_common(sample6, tmp_path, "--out", str(tmp_path / "o")))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.strip() == ("zcp: error: --paired 'zico' is not one of the compared proxies (params, az_nas, "

@@ -40,6 +40,10 @@ def _options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _names(value: str) -> list[str]:
+    return list(dict.fromkeys(filter(None, (name.strip() for name in value.split(",")))))
+
+
 def _device_arg(value: str) -> str:
     """--device checked when the command line is read, before any work starts."""
     try:
@@ -79,8 +83,9 @@ def register(groups: argparse._SubParsersAction) -> None:
                                 help="compare proxies against the ground truth")
     compare.add_argument("--proxies", required=True, help="comma-separated zoo names or .py files; 'all' = the zoo")
     compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    compare.add_argument("--paired", metavar="PROXY", help="also give every other proxy's Kendall tau minus this one's "
-                         "(a name of the comparison, e.g. az_nas or az_nas.expressivity) with a paired bootstrap interval")
+    compare.add_argument("--paired", metavar="PROXY[,PROXY...]", type=_names, default=[],
+                         help="also give every other proxy's Kendall tau minus each of these (names of the comparison, "
+                         "e.g. az_nas or az_nas.expressivity) with a paired bootstrap interval")
     compare.add_argument("--out", required=True, help="folder for results.csv, results.md, scores.csv and plots")
     compare.set_defaults(run=run_compare)
 
@@ -162,8 +167,9 @@ def run_compare(args: argparse.Namespace) -> int:
     check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     refs = _expand(args.proxies)
-    if args.paired is not None and args.paired not in (names := _row_names(refs)):
-        raise ZcpError(f"--paired {args.paired!r} is not one of the compared proxies ({', '.join(names)})")
+    unknown = [name for name in args.paired if name not in (names := _row_names(refs))]
+    if unknown:
+        raise ZcpError(f"--paired {unknown[0]!r} is not one of the compared proxies ({', '.join(names)})")
     truth = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset][list(sample.indices)]
     if np.isnan(truth).any():
         raise ZcpError(f"the ground truth lacks {args.dataset} accuracy for {int(np.isnan(truth).sum())} networks of the sample")
@@ -178,8 +184,8 @@ def run_compare(args: argparse.Namespace) -> int:
             by_name[name] = values
             plot_scatter(name, values, truth, row.values["kendall"], out / "scatter" / f"{name}.png")
     write_scores(np.asarray(sample.indices), list(sample.archs), truth, by_name, out / "scores.csv")
-    pairs = [paired(name, values, args.paired, by_name[args.paired], truth, args.bootstrap, args.seed)
-             for name, values in by_name.items() if args.paired is not None and name != args.paired]
+    pairs = [paired(name, values, ref, by_name[ref], truth, args.bootstrap, args.seed)
+             for ref in args.paired for name, values in by_name.items() if name != ref]
     if pairs:
         write_paired_csv(pairs, out / "paired.csv")
     where = (args.space, args.dataset)  # published values are per space and dataset
