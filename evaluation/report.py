@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +62,17 @@ def _worst_last(scores: np.ndarray) -> np.ndarray:
     return np.where(finite, scores, low)
 
 
-def _kendall(scores: np.ndarray, truth: np.ndarray) -> float:
-    ranked = _worst_last(scores)
+def _kendall(ranked: np.ndarray, truth: np.ndarray) -> float:
+    """Kendall tau-b of scores already passed through ``_worst_last`` (NaN when they are constant)."""
     return math.nan if np.ptp(ranked) == 0 else float(stats.kendalltau(ranked, truth)[0])
+
+
+def _resamples(n: int, reps: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap's draws of ``n`` networks with replacement: the same rows for every proxy of a
+    comparison with the same seed, which is what makes a paired difference paired."""
+    rng = np.random.default_rng(seed)
+    for _ in range(reps):
+        yield rng.integers(0, n, n)
 
 
 def top_precision(scores: np.ndarray, truth: np.ndarray, share: float = 0.1) -> float:
@@ -81,17 +90,15 @@ def metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     constant = np.ptp(ranked) == 0
     pearson = (float(stats.pearsonr(scores[finite], truth[finite])[0])
                if finite.sum() > 2 and np.ptp(scores[finite]) > 0 else math.nan)
-    return {"kendall": _kendall(scores, truth),
+    return {"kendall": _kendall(ranked, truth),
             "spearman": math.nan if constant else float(stats.spearmanr(ranked, truth)[0]),
             "pearson": pearson, "top10": top_precision(ranked, truth)}
 
 
 def bootstrap(scores: np.ndarray, truth: np.ndarray, reps: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
     """95% percentile bootstrap interval of each metric, resampling networks with replacement."""
-    rng = np.random.default_rng(seed)
     draws = {m: [] for m in METRICS}
-    for _ in range(reps):
-        rows = rng.integers(0, len(truth), len(truth))
+    for rows in _resamples(len(truth), reps, seed):
         for m, v in metrics(scores[rows], truth[rows]).items():
             draws[m].append(v)
     return {m: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) if not np.all(np.isnan(v))
@@ -115,16 +122,14 @@ def paired(proxy: str, scores: np.ndarray, reference: str, ref_scores: np.ndarra
     """Kendall tau of ``scores`` minus that of ``ref_scores``, each resample drawing the same networks for
     both (the draws of ``bootstrap`` with the same seed). Two proxies that misrank the same networks have
     wide marginal intervals but a narrow interval of their difference: this one says whether one is above."""
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(reps):
-        rows = rng.integers(0, len(truth), len(truth))
-        draws.append(_kendall(scores[rows], truth[rows]) - _kendall(ref_scores[rows], truth[rows]))
-    draws = np.array(draws)
+    # ranking the whole sample once gives each resample the same ranks as ranking the resample itself
+    ranked, ref_ranked = _worst_last(scores), _worst_last(ref_scores)
+    draws = np.array([_kendall(ranked[rows], truth[rows]) - _kendall(ref_ranked[rows], truth[rows])
+                      for rows in _resamples(len(truth), reps, seed)])
     kept = draws[~np.isnan(draws)]
     interval = ((float(np.percentile(kept, 2.5)), float(np.percentile(kept, 97.5))) if len(kept)
                 else (math.nan, math.nan))
-    return Paired(proxy, reference, _kendall(scores, truth) - _kendall(ref_scores, truth), interval,
+    return Paired(proxy, reference, _kendall(ranked, truth) - _kendall(ref_ranked, truth), interval,
                   float(np.mean(kept <= 0)) if len(kept) else math.nan)
 
 
@@ -166,14 +171,13 @@ def write_csv(rows: list[Row], path: str | os.PathLike, where: tuple[str, str] |
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_scores(indices: np.ndarray, archs: list[str], truth: np.ndarray, scores: dict[str, np.ndarray],
-                 path: str | os.PathLike) -> Path:
-    """Every network's accuracy and score under each proxy (a column per row of the comparison), so that
+def write_per_network(indices: np.ndarray, archs: list[str], columns: dict[str, np.ndarray],
+                      path: str | os.PathLike) -> Path:
+    """One line per network: its index, architecture and a value per column (full precision), so that
     any other statistic can be computed without scoring again."""
-    lines = [",".join(["index", "arch", "accuracy", *scores])]
+    lines = [",".join(["index", "arch", *columns])]
     for row, index in enumerate(indices):
-        values = [truth[row], *(v[row] for v in scores.values())]
-        lines.append(f"{index},{archs[row]}," + ",".join(repr(float(v)) for v in values))
+        lines.append(f"{index},{archs[row]}," + ",".join(repr(float(v[row])) for v in columns.values()))
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from evaluation import energy
-from evaluation.atomic import atomic_write_text
 from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.images import SOURCES as IMAGE_SOURCES
@@ -17,7 +16,7 @@ from evaluation.parallel import BACKENDS, device_kind, start_ray
 from evaluation.proxies import proxy_names
 from evaluation.groundtruth import load_ground_truth
 from evaluation.report import (evaluate, paired, plot_kendall, plot_scatter, write_csv, write_markdown,
-                               write_paired_csv, write_scores)
+                               write_paired_csv, write_per_network)
 from evaluation.samples import described, make_sample, read_sample
 from evaluation.scoring import Scores, resolve, score_sample
 from evaluation.spaces import SPACES, check_space_dataset, get_space
@@ -127,12 +126,8 @@ def run_score(args: argparse.Namespace) -> int:
     meter = _meter(args, out.with_name(f"{out.stem}.{energy.ENERGY_FILE}"))
     scores = _scored(meter, args.proxy, sample, args)
     space = get_space(args.space)
-    names = list(scores.components)
-    lines = [",".join(["index", "arch", "score", *names, "seconds"])]
-    for row, index in enumerate(scores.indices):
-        values = [scores.values[row], *(scores.components[n][row] for n in names), scores.seconds[row]]
-        lines.append(f"{index},{space.arch_str(int(index))}," + ",".join(repr(float(v)) for v in values))
-    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    write_per_network(scores.indices, [space.arch_str(int(i)) for i in scores.indices],
+                      {"score": scores.values, **scores.components, "seconds": scores.seconds}, args.out)
     print(f"{scores.proxy}: scored {len(scores.indices)} {args.space} networks "
           f"({np.isnan(scores.values).sum()} NaN, {np.mean(scores.seconds):.3f} s/network) -> {Path(args.out)}")
     if meter.rows:
@@ -152,24 +147,26 @@ def _expand(proxies: str) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
+def _row_names(proxy: str, components: Any) -> list[str]:
+    """A proxy's rows in a comparison: its own, then (set-level proxies) one per component."""
+    return [proxy, *(f"{proxy}.{k}" for k in components)]
+
+
 def _rows_of(scores: Scores) -> list[tuple[str, np.ndarray]]:
     """The proxy's scores, then (set-level proxies) each component's."""
-    return [(scores.proxy, scores.values)] + [(f"{scores.proxy}.{k}", v) for k, v in scores.components.items()]
-
-
-def _row_names(refs: list[str]) -> list[str]:
-    """The names of the comparison's rows, known before any network is scored."""
-    proxies = [resolve(ref)[0] for ref in refs]
-    return [name for p in proxies for name in (p.name, *(f"{p.name}.{k}" for k in p.components))]
+    return list(zip(_row_names(scores.proxy, scores.components), [scores.values, *scores.components.values()]))
 
 
 def run_compare(args: argparse.Namespace) -> int:
     check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     refs = _expand(args.proxies)
-    unknown = [name for name in args.paired if name not in (names := _row_names(refs))]
-    if unknown:
-        raise ZcpError(f"--paired {unknown[0]!r} is not one of the compared proxies ({', '.join(names)})")
+    if args.paired:  # checked before any network is scored
+        proxies = [resolve(ref)[0] for ref in refs]
+        names = [name for proxy in proxies for name in _row_names(proxy.name, proxy.components)]
+        unknown = [name for name in args.paired if name not in names]
+        if unknown:
+            raise ZcpError(f"--paired {unknown[0]!r} is not one of the compared proxies ({', '.join(names)})")
     truth = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset][list(sample.indices)]
     if np.isnan(truth).any():
         raise ZcpError(f"the ground truth lacks {args.dataset} accuracy for {int(np.isnan(truth).sum())} networks of the sample")
@@ -183,7 +180,7 @@ def run_compare(args: argparse.Namespace) -> int:
             rows.append(row)
             by_name[name] = values
             plot_scatter(name, values, truth, row.values["kendall"], out / "scatter" / f"{name}.png")
-    write_scores(np.asarray(sample.indices), list(sample.archs), truth, by_name, out / "scores.csv")
+    write_per_network(sample.indices, list(sample.archs), {"accuracy": truth, **by_name}, out / "scores.csv")
     pairs = [paired(name, values, ref, by_name[ref], truth, args.bootstrap, args.seed)
              for ref in args.paired for name, values in by_name.items() if name != ref]
     if pairs:
