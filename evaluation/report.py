@@ -188,11 +188,12 @@ def write_paired_csv(pairs: list[Paired], path: str | os.PathLike) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def _paired_markdown(pairs: list[Paired], reps: int) -> list[str]:
-    """One section per reference proxy, in the order the references first appear in ``pairs``."""
+def paired_markdown(pairs: list[Paired], reps: int, where: str = "") -> list[str]:
+    """One section per reference proxy, in the order the references first appear in ``pairs``; ``where``
+    (e.g. " on cifar10, random held-out") ends each section's title."""
     lines = []
     for ref in dict.fromkeys(p.reference for p in pairs):
-        lines += ["", f"## Paired differences against {ref} (Kendall tau)", "",
+        lines += ["", f"## Paired differences against {ref}{where} (Kendall tau)", "",
                   f"Each of {reps} bootstrap resamples draws the same networks for both proxies; \"not above\": the share "
                   f"of resamples in which the proxy's tau is not above {ref}'s (a one-sided bootstrap p-value).", "",
                   f"| proxy | tau - tau({ref}) [95% CI] | not above |", "|---|---|---|"]
@@ -220,7 +221,7 @@ def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: 
         lines.append(f"| {r.proxy} | {r.n} | {r.non_finite} | " + " | ".join(cell(r, m) for m in METRICS)
                      + f" | {r.seconds:.3f} | {_published(r.proxy, where)} |")
     if pairs:
-        lines += _paired_markdown(list(pairs), reps)
+        lines += paired_markdown(list(pairs), reps)
     if energy_rows:
         lines += ["", "## Energy (this run; scores taken from the score cache cost nothing and count no network)", "",
                   *energy_markdown(list(energy_rows))]

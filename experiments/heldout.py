@@ -17,7 +17,9 @@ the best on each held-out sample by the campaign's metric (chosen on that sample
 every single-terminal expression, the strict bar of issue 18); and, with ``--zoo``, hand-designed
 proxies of the zoo run on the live networks with the cache's batch, seed and images (scores kept in
 ``--scores``, the score cache of ``zcp score``, so re-runs and other campaigns on the same networks
-reuse them). Kendall tau and Spearman rho carry percentile-bootstrap 95% intervals over networks.
+reuse them). Kendall tau and Spearman rho carry percentile-bootstrap 95% intervals over networks, and
+each evolved proxy's Kendall tau minus each zoo proxy's carries a paired interval (the same resamples for
+both: evaluation/report.py, ``paired``), which says whether it is above that proxy on these networks.
 
 Writes ``results.json``, ``results.md`` (tables, cost accounting), ``fitness.png`` (best and median
 search fitness, diversity and mean tree size per generation, per seed; islands pooled) and ``scatter.png`` (best proxy vs accuracy, held-out), and
@@ -32,6 +34,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ from evaluation.atomic import atomic_write_text
 from evaluation.errors import ZcpError
 from evaluation.evaluators import one_thread
 from evaluation.report import evaluate as metrics_row
-from evaluation.report import plot_scatter
+from evaluation.report import Paired, paired, paired_markdown, plot_scatter
 from evaluation.fitness import Fitness, cache_accuracy
 from evaluation.proxies import get_proxy
 from evaluation.samples import make_sample
@@ -140,20 +143,25 @@ def _best_on(part: Part, singles: dict[str, list[str]], config: Config, terminal
     return {"expression": best, **_cell(SINGLE_MAX, fitness.scores(best)[0], part.accuracy, resamples)}
 
 
-def _score(texts: dict[str, str], zoo: list[str], parts: list[Part], config: Config, terminals: tuple[str, ...],
-           scores_dir: Path, resamples: int, meter: energy.EnergyMeter | energy.NoMeter,
-           scored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _score(texts: dict[str, str], evolved: list[str], zoo: list[str], parts: list[Part], config: Config,
+           terminals: tuple[str, ...], scores_dir: Path, resamples: int, meter: energy.EnergyMeter | energy.NoMeter,
+           scored: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """part name -> proxy name -> {n, metric: value, metric_ci: [lo, hi]} on the held-out ``parts``, with
     the metrics and bootstrap of ``zcp compare`` (evaluation/report.py), so evolved proxies and the zoo
-    read alike; cells ``scored`` already (part name -> proxy name -> cell) follow those of ``texts``."""
+    read alike; cells ``scored`` already (part name -> proxy name -> cell) follow those of ``texts``. Second,
+    part name -> the paired Kendall tau difference (evaluation/report.py: paired) of each ``evolved`` proxy
+    against each zoo proxy, drawn on the cells' bootstrap resamples: whether an evolved proxy is above a
+    hand-designed one on the same networks, which overlapping marginal intervals cannot say."""
     out: dict[str, dict[str, Any]] = {}
+    pairs: dict[str, list[dict[str, Any]]] = {}
     for part in parts:
         fitness = Fitness([part.target()], terminals)
         with meter.phase("evolved and baselines (cache)"):
-            table = out[part.name] = {name: _cell(name, fitness.scores(text)[0], part.accuracy, resamples)
-                                      for name, text in texts.items()}
+            values = {name: fitness.scores(text)[0] for name, text in texts.items()}
+            table = out[part.name] = {name: _cell(name, v, part.accuracy, resamples) for name, v in values.items()}
         table.update(scored.get(part.name, {}))
         m, p = part.cache.manifest, config.parallel
+        pairs[part.name] = []
         for ref in zoo:
             with meter.phase(f"zoo {ref} (live networks)") as row:
                 scores = score_sample(ref, part.sample, part.sample.dataset, scores_dir, batch_size=m["batch_size"],
@@ -163,7 +171,9 @@ def _score(texts: dict[str, str], zoo: list[str], parts: list[Part], config: Con
             if not np.array_equal(scores.indices, part.cache.indices):
                 raise ZcpError(f"held-out sample and cache {part.cache.path} list different networks: rebuild the cache")
             table[zoo_name(ref)] = _cell(ref, scores.values, part.accuracy, resamples)
-    return out
+            pairs[part.name] += [asdict(paired(name, values[name], zoo_name(ref), scores.values, part.accuracy,
+                                               resamples)) for name in evolved]
+    return out, pairs
 
 
 def proxy_list(text: str) -> list[str]:
@@ -224,6 +234,9 @@ def markdown(result: dict[str, Any]) -> str:
             if notes:
                 lines += ["Short accuracy bins (each gave all it has, so the sample is smaller than asked): "
                           + "; ".join(notes) + ".", ""]
+            pairs = [Paired(**p) for p in result.get("paired", {}).get(protocol, {}).get(dataset, [])]
+            if pairs:
+                lines += [*paired_markdown(pairs, result["resamples"], f" on {dataset}, {protocol} held-out")[1:], ""]
     lines += ["## Cost", "", "| run | wall s | of which cache s | core-s (upper bound) | evaluations | networks | "
               "energy kWh (J) | how obtained |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {c['run']} | {c['wall_s']} | {c['cache_s']} | {c['core_s_upper_bound']} | {c['evaluations']} | "
@@ -290,8 +303,11 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     texts = {evolved_name(c.gp.seed): r["entries"][0]["expression"] for _, c, r in runs}
     texts.update(BASELINES)
     texts[SINGLE_BEST] = single["by_search_fitness"][0]["expression"]
-    scored = {protocol: _score(texts, list(zoo), parts, config, prepared.terminals, scores_dir, resamples, meter,
-                               best_on[protocol]) for protocol, parts in protocols.items()}
+    evolved = [evolved_name(c.gp.seed) for _, c, _ in runs]
+    scored, pairs = {}, {}
+    for protocol, parts in protocols.items():
+        scored[protocol], pairs[protocol] = _score(texts, evolved, list(zoo), parts, config, prepared.terminals,
+                                                   scores_dir, resamples, meter, best_on[protocol])
     single["evolved_search_fitness"] = [r["entries"][0]["fitness"] for _, _, r in runs]
     if len(runs[0][2]["entries"][0].get("search_targets", {})) > 1:
         single["evolved_search_targets"] = {evolved_name(c.gp.seed): r["entries"][0]["search_targets"]
@@ -299,7 +315,7 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     result = {"runs": [str(r) for r, _, _ in runs], "configs": [c.to_toml() for _, c, _ in runs],
               "expressions": texts | {zoo_name(ref): f"zoo: {ref}, live networks" for ref in zoo}
               | {SINGLE_MAX: "chosen on each held-out sample (its row names it)"},
-              **scored,
+              **scored, "paired": pairs, "resamples": resamples,
               "stratified_notes": {part.name: list(part.sample.notes) for part in stratified},
               "single_terminal": single,
               "cost": _cost(runs), "report_energy": meter.rows}

@@ -34,6 +34,15 @@ def test_report_scores_both_protocols_with_intervals(runs):
         table = result[protocol]["cifar10"]
         assert table[zoo]["kendall"] == table["#params"]["kendall"] and table[zoo]["n"] == table["#params"]["n"]
     assert list((tmp / "scores").glob("params-*.json"))
+    for protocol in ("random", "stratified"):  # each evolved proxy against the zoo proxy, on the same resamples
+        table, pairs = result[protocol]["cifar10"], result["paired"][protocol]["cifar10"]
+        assert [(p["proxy"], p["reference"]) for p in pairs] == [("evolved (seed 0)", zoo), ("evolved (seed 1)", zoo)]
+        for p in pairs:
+            assert p["difference"] == pytest.approx(table[p["proxy"]]["kendall"] - table[zoo]["kendall"], abs=1e-12)
+            assert p["interval"][0] <= p["interval"][1] and 0 <= p["not_above"] <= 1
+    text = (tmp / "out" / "results.md").read_text()
+    assert f"## Paired differences against {zoo} on cifar10, stratified held-out (Kendall tau)" in text
+    assert f"| evolved (seed 1) | {result['paired']['random']['cifar10'][1]['difference']:+.3f} [" in text
     for protocol, n in (("random", 12), ("stratified", 10)):
         for cell in result[protocol]["cifar10"].values():
             assert cell["n"] <= n
