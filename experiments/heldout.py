@@ -301,9 +301,9 @@ def report(run_dirs: list[Path], out: Path, stratified_n: int | None = None, res
     with meter.phase("single-terminal expressions (cache)"):
         single, best_on = _single_terminal(config, prepared, protocols, resamples)
     texts = {evolved_name(c.gp.seed): r["entries"][0]["expression"] for _, c, r in runs}
+    evolved = list(texts)
     texts.update(BASELINES)
     texts[SINGLE_BEST] = single["by_search_fitness"][0]["expression"]
-    evolved = [evolved_name(c.gp.seed) for _, c, _ in runs]
     scored, pairs = {}, {}
     for protocol, parts in protocols.items():
         scored[protocol], pairs[protocol] = _score(texts, evolved, list(zoo), parts, config, prepared.terminals,
