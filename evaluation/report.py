@@ -17,6 +17,7 @@ from scipy import stats
 
 from evaluation.atomic import atomic_write_bytes, atomic_write_text
 from evaluation.energy import markdown as energy_markdown
+from evaluation.errors import ZcpError
 
 METRICS = ("kendall", "spearman", "pearson", "top10")
 # Published values (docs/proxies.md, sections 13c-13d for SSS and NB101): (metric, value, source).
@@ -181,6 +182,34 @@ def write_per_network(indices: np.ndarray, archs: list[str], columns: dict[str, 
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def read_per_network(path: str | os.PathLike) -> tuple[list[int], list[str], dict[str, np.ndarray]]:
+    """A file of ``write_per_network`` back: indices, architectures and the columns by name."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise ZcpError(f"scores file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZcpError(f"scores file {path} is unreadable ({exc})") from None
+    header = lines[0].split(",") if lines else []
+    if header[:2] != ["index", "arch"] or len(header) < 3:
+        raise ZcpError(f"{path} is not a per-network scores file (a header 'index,arch,<columns>', as zcp compare's "
+                       "scores.csv)")
+    indices, archs, rows = [], [], []
+    for number, line in enumerate(lines[1:], 2):
+        fields = line.split(",")
+        try:
+            if len(fields) != len(header):
+                raise ValueError(f"{len(fields)} fields, the header has {len(header)}")
+            indices.append(int(fields[0]))
+            rows.append([float(v) for v in fields[2:]])
+        except ValueError as exc:
+            raise ZcpError(f"{path}: line {number} is malformed ({exc})") from None
+        archs.append(fields[1])
+    values = np.array(rows, dtype=np.float64).reshape(len(rows), len(header) - 2)
+    return indices, archs, {name: values[:, j] for j, name in enumerate(header[2:])}
+
+
 def write_paired_csv(pairs: list[Paired], path: str | os.PathLike) -> Path:
     lines = ["proxy,reference,kendall_difference,lo,hi,not_above"]
     lines += [f"{p.proxy},{p.reference},{p.difference:.4f},{p.interval[0]:.4f},{p.interval[1]:.4f},{p.not_above:.4f}"
@@ -203,9 +232,11 @@ def paired_markdown(pairs: list[Paired], reps: int, where: str = "") -> list[str
 
 
 def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: tuple[str, str] | None = None,
-                   energy_rows: list[dict] = (), pairs: list[Paired] = (), reps: int = 1000) -> Path:
+                   energy_rows: list[dict] = (), pairs: list[Paired] = (), reps: int = 1000,
+                   notes: list[str] = ()) -> Path:
     """The comparison table (published values for the space and dataset ``where``, all measured on
-    random samples or on every network, so not comparable with a stratified sample's rows), then (with
+    random samples or on every network, so not comparable with a stratified sample's rows; ``notes``
+    say where scores came from), then (with
     ``pairs``) the paired differences against each reference proxy and (with ``energy_rows``) the energy
     of scoring each proxy."""
     def cell(r: Row, m: str) -> str:
@@ -214,6 +245,7 @@ def write_markdown(rows: list[Row], path: str | os.PathLike, title: str, where: 
 
     lines = [f"# {title}", "",
              "Values with bootstrap 95% intervals. Non-finite scores rank last (Pearson: finite scores only).", "",
+             *(line for note in notes for line in (note, "")),
              "| proxy | N | non-finite | Kendall tau | Spearman rho | Pearson r | top-10% precision | s/network "
              "| published (random samples or all networks) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -10,7 +10,9 @@ proxy's module source; space, dataset, image source, batch size, seed, options, 
 entry per architecture index, so a re-run on the same or an overlapping sample computes only what is
 new. The file is rewritten atomically every few networks while scoring, so an interrupted run loses
 at most that much work; each write merges what is on disk under a file lock, so concurrent runs on
-parts of a sample (or overlapping samples) add up instead of overwriting each other.
+parts of a sample (or overlapping samples) add up instead of overwriting each other. Scores made
+elsewhere (an earlier comparison's ``scores.csv``) can stand in for networks not in the cache, once a few
+of them are scored again here and found equal; they never enter the cache.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from gp.export.load import load_exported
 CODE_VERSION = "zoo-1"  # bump whenever a helper that zoo proxies share changes a definition
 FORMAT = "zcp-scores/1"
 CHECKPOINT_EVERY = 20  # networks between cache rewrites
+RECHECK_RTOL = 1e-6  # scores made elsewhere must match this run's within this relative tolerance
 
 
 def _is_file(ref: str) -> bool:
@@ -99,7 +102,8 @@ class ScoreSpec:
 @dataclass
 class Scores:
     """Scores of one proxy on a sample, in sample order (components only for set-level proxies);
-    ``scored``: how many of them this call computed (the rest came from the score cache)."""
+    ``scored``: how many of them this call computed (the rest came from the score cache or, ``imported``
+    of them, from scores made elsewhere; their seconds are NaN)."""
 
     proxy: str
     indices: np.ndarray
@@ -107,6 +111,7 @@ class Scores:
     seconds: np.ndarray
     components: dict[str, np.ndarray] = field(default_factory=dict)
     scored: int = 0
+    imported: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,13 +176,34 @@ def _write_cache(path: Path, spec: ScoreSpec, entries: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps({"format": FORMAT, "spec": spec.record(), "scores": entries}) + "\n")
 
 
+def same_entry(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two score entries agree: the value, or every component, within ``RECHECK_RTOL``."""
+    def values(entry: Mapping[str, Any]) -> np.ndarray:
+        parts = entry.get("components")
+        return np.array([entry["value"]] if parts is None else [parts[k] for k in sorted(parts)], dtype=np.float64)
+
+    x, y = values(a), values(b)
+    return x.shape == y.shape and bool(np.allclose(x, y, rtol=RECHECK_RTOL, atol=0.0, equal_nan=True))
+
+
+def _recheck(name: str, index: str, here: Mapping[str, Any], there: Mapping[str, Any], source: str) -> None:
+    if not same_entry(here, there):
+        shown = {k: v for k, v in here.items() if k != "seconds"}
+        raise ZcpError(f"{name}: network {index} scores {shown} in this run but {there} in {source}: "
+                       "those scores were made with other settings (batch, seed, images, device or proxy code)")
+
+
 def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.PathLike, *, batch_size: int = 64,
                  seed: int = 0, image_source: str = "auto", options: Mapping[str, Any] | None = None,
                  backend: str = "serial", workers: int | None = None, address: str | None = None,
                  paths: Any = None, progress: bool | None = None, node_ip: str | None = None,
-                 device: str = "cpu") -> Scores:
+                 device: str = "cpu", prior: Mapping[int, Mapping[str, Any]] | None = None,
+                 prior_source: str = "", recheck: int = 2) -> Scores:
     """Scores of proxy ``ref`` on every network of ``sample`` (cached; see the module docstring);
-    ``device``: 'cpu', 'cuda', 'cuda:N' or 'auto' (a GPU is needed only for networks not yet cached)."""
+    ``device``: 'cpu', 'cuda', 'cuda:N' or 'auto' (a GPU is needed only for networks not yet cached).
+    ``prior``: entries (``{"value": v}`` or ``{"components": {...}}``) made elsewhere (``prior_source``)
+    for networks of the sample. Until ``recheck`` of them (or all) are compared with this run's scores, those
+    the cache holds first, others (evenly spread, first in line) are scored again; the rest are taken."""
     proxy, identity = resolve(ref)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
     labels = batch.labels if batch.source != "gaussian" and has_labels(batch.labels) else None
@@ -187,7 +213,15 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
     spec = ScoreSpec(identity, sample.space, dataset, batch.source, batch_size, seed, opts, device_kind(device))
     path = Path(cache_dir) / f"{proxy.name}-{spec.key()}.json"
     entries = _read_cache(path, spec)
-    todo = [i for i in sample.indices if str(i) not in entries]
+    prior = {str(i): prior[i] for i in sample.indices if i in (prior or {})}
+    for key in (k for k in prior if k in entries):
+        _recheck(proxy.name, key, entries[key], prior[key], prior_source)
+    fresh = [k for k in prior if k not in entries]
+    count = min(len(fresh), max(0, recheck - (len(prior) - len(fresh))))
+    rescore = {fresh[j * len(fresh) // count] for j in range(count)}
+    imported = {k: {**prior[k], "seconds": float("nan")} for k in fresh if k not in rescore}
+    todo = sorted((i for i in sample.indices if str(i) not in entries and str(i) not in imported),
+                  key=lambda i: str(i) not in rescore)
     source = Path(ref).read_text() if _is_file(ref) else ""
     if todo:
         device = resolve_device(device, remote_gpus=backend == "ray" and spec.device == "cuda")
@@ -198,14 +232,16 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
                             gpu_share(job.device, backend, workers), node_ip=node_ip)
         for n, (index, entry) in enumerate(tracked(results, len(todo), f"{proxy.name} on {dataset}", progress), 1):
             entries[str(index)] = entry
+            if str(index) in rescore:
+                _recheck(proxy.name, str(index), entry, prior[str(index)], prior_source)
             if n % CHECKPOINT_EVERY == 0 or time.monotonic() - last > 60:
                 _write_cache(path, spec, entries)
                 last = time.monotonic()
     finally:
         if todo:
             _write_cache(path, spec, entries)
-    scores = _collect(proxy, sample, entries)
-    scores.scored = len(todo)
+    scores = _collect(proxy, sample, {**entries, **imported})
+    scores.scored, scores.imported = len(todo), len(imported)
     return scores
 
 

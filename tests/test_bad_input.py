@@ -107,6 +107,15 @@ class _Code:
         return os.system, ("touch MARKER",)
 
 
+def _compare_from(tmp: Path, text: str | None) -> list[str]:
+    """``zcp compare`` taking scores from ``tmp/scores.csv`` (``text``; None: no such file)."""
+    if text is not None:
+        (tmp / "scores.csv").write_text(text)
+    return ["compare", "--proxies", "params", "--space", "tss", "--dataset", "cifar10", "--sample", str(_sample(tmp)),
+            "--backend", "serial", "--no-energy", "--score-cache", str(tmp / "sc"), "--out", str(tmp / "o"),
+            "--scores-from", str(tmp / "scores.csv")]
+
+
 def _checkpoint(tmp: Path, damage) -> list[str]:
     (tmp / "run").mkdir()
     (tmp / "run" / "config.toml").write_text("")
@@ -199,6 +208,16 @@ CASES = {
                               lambda t, c: [(t / "t.csv.gz").write_bytes(__import__("gzip").compress(b"index,hash\n" * 99)[:30]),
                                             "bench", "check", "--space", "nb101", "--nb101-table", str(t / "t.csv.gz")][1:],
                               "is truncated or not a valid gzip file"),
+    "scores-missing": ("scores of an earlier comparison that do not exist", lambda t, c: _compare_from(t, None),
+                       "scores file"),
+    "scores-header": ("scores of an earlier comparison without its header", lambda t, c: _compare_from(t, "a,b\n"),
+                      "is not a per-network scores file"),
+    "scores-arch": ("scores of an earlier comparison naming other architectures",
+                    lambda t, c: _compare_from(t, f"index,arch,params\n{SAMPLE.indices[0]},|x~0|,1.0\n"),
+                    "(another search space?)"),
+    "scores-settings": ("scores of an earlier comparison that this run's do not match",
+                        lambda t, c: _compare_from(t, f"index,arch,params\n{SAMPLE.indices[0]},{SAMPLE.archs[0]},1.0\n"),
+                        "those scores were made with other settings"),
     "images-none": ("no image file where one is expected", lambda t, c: _build(t, "--images", "npz", "--data-dir", str(t)),
                     "not found"),
     "images-npz": ("image npz truncated", lambda t, c: _npz(t, b"PK\x03\x04garbage"), "cannot read"),

@@ -140,6 +140,69 @@ def test_compare_writes_tables_and_plots(capsys, tmp_path, sample6, data_dir):
         "## Paired differences against params (Kendall tau)")
 
 
+def _compare(capsys, sample, tmp_path, cache, out, *extra, proxies="params,naswot,az_nas"):
+    return run(capsys, "compare", "--proxies", proxies, "--bootstrap", "20",
+               *_common(sample, tmp_path, "--score-cache", str(tmp_path / cache), "--out", str(tmp_path / out), *extra))
+
+
+def test_scores_of_an_earlier_compare_stand_in_once_some_are_found_equal(capsys, tmp_path, sample6, data_dir,
+                                                                         monkeypatch):
+    proxy_file = tmp_path / "logit_sum.py"
+    proxy_file.write_text(PROXY_FILE)
+    proxies = f"params,naswot,az_nas,{proxy_file}"
+    half = write_sample(subsample(read_sample(sample6), 3, 1), tmp_path / "half.json")
+    assert _compare(capsys, half, tmp_path, "a", "half", proxies=proxies)[0] == 0
+    assert _compare(capsys, sample6, tmp_path, "b", "direct", proxies=proxies)[0] == 0
+    seen = []
+    real = scoring._score_one
+    monkeypatch.setattr(scoring, "_score_one", lambda index, shared: seen.append(index) or real(index, shared))
+    code, stdout, err = _compare(capsys, sample6, tmp_path, "c", "merged", "--scores-from",
+                                 str(tmp_path / "half" / "scores.csv"), proxies=proxies)
+    assert code == 0, err
+    # every proxy scores the three new networks and two of the file's, first; az_nas re-aggregates all six
+    halves = set(read_sample(half).indices)
+    assert len(seen) == 4 * 5 and all(len(set(seen[k:k + 5]) & halves) == 2 for k in range(0, 20, 5))
+    assert all(seen[k + 2] not in halves for k in range(0, 20, 5))
+    assert (tmp_path / "merged" / "scores.csv").read_text() == (tmp_path / "direct" / "scores.csv").read_text()
+    merged = list(csv.DictReader((tmp_path / "merged" / "results.csv").open()))
+    direct = list(csv.DictReader((tmp_path / "direct" / "results.csv").open()))
+    assert [{k: v for k, v in r.items() if k != "seconds_per_network"} for r in merged] == \
+           [{k: v for k, v in r.items() if k != "seconds_per_network"} for r in direct]
+    assert all(float(r["seconds_per_network"]) > 0 for r in merged)
+    assert "az_nas: 1 of 6 networks' scores taken from" in stdout and "all equal within 1e-06" in stdout
+    assert not any(json.loads(f.read_text())["scores"].keys() & {str(i) for i in halves} - set(map(str, seen))
+                   for f in (tmp_path / "c").glob("*.json"))  # taken scores never enter the cache
+
+
+def test_scores_made_with_other_settings_are_refused(capsys, tmp_path, sample6, data_dir):
+    assert _compare(capsys, sample6, tmp_path, "a", "first")[0] == 0
+    made = str(tmp_path / "first" / "scores.csv")
+    code, _, err = _compare(capsys, sample6, tmp_path, "b", "o", "--scores-from", made, "--batch-size", "4")
+    error = err.strip().splitlines()[-1]  # after the progress lines of params, which batch size leaves equal
+    assert code == 2 and error.startswith(f"zcp: error: naswot: network {read_sample(sample6).indices[0]} scores")
+    assert "but {'value'" in error and "made with other settings" in error
+    code, _, err = _compare(capsys, sample6, tmp_path, "b", "o", "--scores-from", made, "--dataset", "cifar100")
+    assert code == 2 and "there but" in err and "in the cifar100 ground truth (another dataset?)" in err
+    edited = tmp_path / "edited.csv"
+    lines = (tmp_path / "first" / "scores.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    fields = lines[6].split(",")
+    fields[header.index("params")] = "1.5"
+    edited.write_text("\n".join([*lines[:6], ",".join(fields)]) + "\n")
+    code, _, err = _compare(capsys, sample6, tmp_path, "a", "o", "--scores-from", str(edited))  # checked on the cache
+    assert code == 2 and f"params: network {fields[0]} scores" in err and f"{{'value': 1.5}} in {edited}" in err
+    edited.write_text("index,arch,params\n1,|x|,one\n")
+    code, _, err = _compare(capsys, sample6, tmp_path, "a", "o", "--scores-from", str(edited))
+    assert code == 2 and err.strip() == f"zcp: error: {edited}: line 2 is malformed (could not convert string to float: 'one')"
+    edited.write_text("arch,params\n")
+    code, _, err = _compare(capsys, sample6, tmp_path, "a", "o", "--scores-from", str(edited))
+    assert code == 2 and f"{edited} is not a per-network scores file" in err
+    code, _, err = _compare(capsys, sample6, tmp_path, "a", "o", "--scores-from", str(tmp_path / "none.csv"))
+    assert code == 2 and err.strip() == f"zcp: error: scores file {tmp_path / 'none.csv'} does not exist"
+    code, _, err = _compare(capsys, sample6, tmp_path, "a", "o", "--scores-from", made, "--recheck", "0")
+    assert code == 2 and "--recheck must be >= 1 (got 0)" in err
+
+
 def test_all_expands_to_the_zoo():
     from experiments.commands.proxies import _expand, proxy_names
 

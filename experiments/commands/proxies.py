@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,12 @@ from evaluation.datasets import DATASETS
 from evaluation.errors import ZcpError
 from evaluation.images import SOURCES as IMAGE_SOURCES
 from evaluation.parallel import BACKENDS, device_kind, start_ray
-from evaluation.proxies import proxy_names
+from evaluation.proxies import Proxy, proxy_names
 from evaluation.groundtruth import load_ground_truth
-from evaluation.report import (evaluate, paired, plot_kendall, plot_scatter, write_csv, write_markdown,
-                               write_paired_csv, write_per_network)
-from evaluation.samples import described, make_sample, read_sample
-from evaluation.scoring import Scores, resolve, score_sample
+from evaluation.report import (evaluate, paired, plot_kendall, plot_scatter, read_per_network, write_csv,
+                               write_markdown, write_paired_csv, write_per_network)
+from evaluation.samples import Sample, described, make_sample, read_sample
+from evaluation.scoring import RECHECK_RTOL, Scores, resolve, same_entry, score_sample
 from evaluation.spaces import SPACES, check_space_dataset, get_space
 from experiments.commands import energy_options, paths_from, paths_options, ray_options, space_from
 
@@ -85,6 +86,12 @@ def register(groups: argparse._SubParsersAction) -> None:
     compare.add_argument("--paired", metavar="PROXY[,PROXY...]", type=_names, default=[],
                          help="also give every other proxy's Kendall tau minus each of these (names of the comparison, "
                          "e.g. az_nas or az_nas.expressivity) with a paired bootstrap interval")
+    compare.add_argument("--scores-from", action="append", default=[], metavar="CSV",
+                         help="scores.csv of an earlier compare made with the same settings: its scores stand in for "
+                         "the networks it holds (repeatable; a set-level proxy needs its component columns)")
+    compare.add_argument("--recheck", type=int, default=2, metavar="N",
+                         help="with --scores-from: networks per proxy whose scores from the file must equal this "
+                         "run's (from the score cache, else scored again first) before the rest are taken (default 2)")
     compare.add_argument("--out", required=True, help="folder for results.csv, results.md, scores.csv and plots")
     compare.set_defaults(run=run_compare)
 
@@ -111,10 +118,11 @@ def _meter(args: argparse.Namespace, path: Path) -> energy.EnergyMeter | energy.
     return meter
 
 
-def _scored(meter: energy.EnergyMeter | energy.NoMeter, ref: str, sample: Any, args: argparse.Namespace) -> Scores:
+def _scored(meter: energy.EnergyMeter | energy.NoMeter, ref: str, sample: Any, args: argparse.Namespace,
+            **scoring: Any) -> Scores:
     """``score_sample`` as an energy phase named after the proxy, counting the networks scored this run."""
     with meter.phase(f"score {ref}") as row:
-        scores = score_sample(ref, sample, args.dataset, args.score_cache, **_score_kwargs(args))
+        scores = score_sample(ref, sample, args.dataset, args.score_cache, **_score_kwargs(args), **scoring)
         row["networks"] = scores.scored
     return scores
 
@@ -157,10 +165,55 @@ def _rows_of(scores: Scores) -> list[tuple[str, np.ndarray]]:
     return list(zip(_row_names(scores.proxy, scores.components), [scores.values, *scores.components.values()]))
 
 
+def _tables(files: list[str], sample: Sample, truth: np.ndarray, dataset: str) -> list[tuple[str, dict, dict]]:
+    """Each ``--scores-from`` file checked against the sample: (file, its row of each sample network, columns)."""
+    position = {index: j for j, index in enumerate(sample.indices)}
+    tables = []
+    for path in files:
+        indices, archs, columns = read_per_network(path)
+        rows = {}
+        for row, (index, arch) in enumerate(zip(indices, archs)):
+            j = position.get(index)
+            if j is None:
+                continue
+            if arch != sample.archs[j]:
+                raise ZcpError(f"{path}: network {index} is {arch} there but {sample.archs[j]} in the sample "
+                               "(another search space?)")
+            if "accuracy" in columns and abs(columns["accuracy"][row] - truth[j]) > 1e-9:
+                raise ZcpError(f"{path}: network {index} has accuracy {columns['accuracy'][row]} there but {truth[j]} "
+                               f"in the {dataset} ground truth (another dataset?)")
+            rows[index] = row
+        if not rows:
+            print(f"zcp: note: {path} holds no network of the sample", file=sys.stderr)
+        tables.append((path, rows, columns))
+    return tables
+
+
+def _prior(proxy: Proxy, tables: list[tuple[str, dict, dict]]) -> dict[int, dict[str, Any]]:
+    """The tables' entries for ``proxy``: its column or (set-level proxies, whose value depends on the
+    whole sample) one column per component."""
+    names = [f"{proxy.name}.{k}" for k in proxy.components] if proxy.components else [proxy.name]
+    prior: dict[int, dict[str, Any]] = {}
+    for path, rows, columns in tables:
+        if not all(name in columns for name in names):
+            continue
+        for index, row in rows.items():
+            values = [float(columns[name][row]) for name in names]
+            entry = {"components": dict(zip(proxy.components, values))} if proxy.components else {"value": values[0]}
+            if index in prior and not same_entry(prior[index], entry):
+                raise ZcpError(f"{proxy.name}: network {index} has other scores in {path} than in an earlier "
+                               "--scores-from file")
+            prior[index] = entry
+    return prior
+
+
 def run_compare(args: argparse.Namespace) -> int:
     check_space_dataset(space_from(args), args.dataset)
     sample = read_sample(args.sample, args.space)
     refs = _expand(args.proxies)
+    if args.scores_from and args.recheck < 1:
+        raise ZcpError(f"--recheck must be >= 1 (got {args.recheck}): scores made elsewhere are taken only once some "
+                       "are found equal here")
     if args.paired:  # checked before any network is scored
         proxies = [resolve(ref)[0] for ref in refs]
         names = [name for proxy in proxies for name in _row_names(proxy.name, proxy.components)]
@@ -170,13 +223,20 @@ def run_compare(args: argparse.Namespace) -> int:
     truth = load_ground_truth(args.space, paths_from(args)).accuracy[args.dataset][list(sample.indices)]
     if np.isnan(truth).any():
         raise ZcpError(f"the ground truth lacks {args.dataset} accuracy for {int(np.isnan(truth).sum())} networks of the sample")
+    tables = _tables(args.scores_from, sample, truth, args.dataset)
     out = Path(args.out)
     meter = _meter(args, out / energy.ENERGY_FILE)
-    rows, by_name = [], {}
+    rows, by_name, notes = [], {}, []
     for ref in refs:
-        scores = _scored(meter, ref, sample, args)
+        prior = _prior(resolve(ref)[0], tables) if tables else {}
+        scores = _scored(meter, ref, sample, args, prior=prior, prior_source=" or ".join(args.scores_from),
+                         recheck=args.recheck)
+        if prior:
+            notes.append(f"{scores.proxy}: {scores.imported} of {len(sample.indices)} networks' scores taken from "
+                         f"{', '.join(args.scores_from)} ({len(prior) - scores.imported} of its networks scored here "
+                         f"or found in the score cache, all equal within {RECHECK_RTOL:g}); s/network from the rest.")
         for name, values in _rows_of(scores):
-            row = evaluate(name, values, truth, float(np.mean(scores.seconds)), args.bootstrap, args.seed)
+            row = evaluate(name, values, truth, float(np.nanmean(scores.seconds)), args.bootstrap, args.seed)
             rows.append(row)
             by_name[name] = values
             plot_scatter(name, values, truth, row.values["kendall"], out / "scatter" / f"{name}.png")
@@ -190,7 +250,7 @@ def run_compare(args: argparse.Namespace) -> int:
     title = (f"{args.space} {args.dataset}: {len(sample.indices)} networks ({described(sample)}), "
              f"batch {args.batch_size}, seed {args.seed}"
              + "".join(f", {key}={value}" for key, value in _options(args.option).items()))
-    write_markdown(rows, out / "results.md", title, where, meter.rows, pairs, args.bootstrap)
+    write_markdown(rows, out / "results.md", title, where, meter.rows, pairs, args.bootstrap, notes)
     plot_kendall(rows, out / "kendall.png")
     print((out / "results.md").read_text(), end="")
     return 0
