@@ -213,13 +213,13 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
     spec = ScoreSpec(identity, sample.space, dataset, batch.source, batch_size, seed, opts, device_kind(device))
     path = Path(cache_dir) / f"{proxy.name}-{spec.key()}.json"
     entries = _read_cache(path, spec)
-    prior = {str(i): prior[i] for i in sample.indices if i in (prior or {})}
-    for key in (k for k in prior if k in entries):
-        _recheck(proxy.name, key, entries[key], prior[key], prior_source)
-    fresh = [k for k in prior if k not in entries]
-    count = min(len(fresh), max(0, recheck - (len(prior) - len(fresh))))
+    given = {str(i): prior[i] for i in sample.indices if i in (prior or {})}
+    for key in (k for k in given if k in entries):
+        _recheck(proxy.name, key, entries[key], given[key], prior_source)
+    fresh = [k for k in given if k not in entries]
+    count = min(len(fresh), max(0, recheck - (len(given) - len(fresh))))
     rescore = {fresh[j * len(fresh) // count] for j in range(count)}
-    imported = {k: {**prior[k], "seconds": float("nan")} for k in fresh if k not in rescore}
+    imported = {k: {**given[k], "seconds": float("nan")} for k in fresh if k not in rescore}
     todo = sorted((i for i in sample.indices if str(i) not in entries and str(i) not in imported),
                   key=lambda i: str(i) not in rescore)
     source = Path(ref).read_text() if _is_file(ref) else ""
@@ -233,7 +233,7 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
         for n, (index, entry) in enumerate(tracked(results, len(todo), f"{proxy.name} on {dataset}", progress), 1):
             entries[str(index)] = entry
             if str(index) in rescore:
-                _recheck(proxy.name, str(index), entry, prior[str(index)], prior_source)
+                _recheck(proxy.name, str(index), entry, given[str(index)], prior_source)
             if n % CHECKPOINT_EVERY == 0 or time.monotonic() - last > 60:
                 _write_cache(path, spec, entries)
                 last = time.monotonic()

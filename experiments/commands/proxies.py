@@ -214,9 +214,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.scores_from and args.recheck < 1:
         raise ZcpError(f"--recheck must be >= 1 (got {args.recheck}): scores made elsewhere are taken only once some "
                        "are found equal here")
+    proxies = {ref: resolve(ref)[0] for ref in refs}
     if args.paired:  # checked before any network is scored
-        proxies = [resolve(ref)[0] for ref in refs]
-        names = [name for proxy in proxies for name in _row_names(proxy.name, proxy.components)]
+        names = [name for proxy in proxies.values() for name in _row_names(proxy.name, proxy.components)]
         unknown = [name for name in args.paired if name not in names]
         if unknown:
             raise ZcpError(f"--paired {unknown[0]!r} is not one of the compared proxies ({', '.join(names)})")
@@ -228,7 +228,7 @@ def run_compare(args: argparse.Namespace) -> int:
     meter = _meter(args, out / energy.ENERGY_FILE)
     rows, by_name, notes = [], {}, []
     for ref in refs:
-        prior = _prior(resolve(ref)[0], tables) if tables else {}
+        prior = _prior(proxies[ref], tables) if tables else {}
         scores = _scored(meter, ref, sample, args, prior=prior, prior_source=" or ".join(args.scores_from),
                          recheck=args.recheck)
         if prior:
