@@ -6,7 +6,8 @@ give the same numbers. On a CUDA device the network is built there (a 20M-parame
 takes 0.4 s to initialise on one CPU core): its weights come from CUDA's generator, so its scores are
 not the CPU's and are cached apart, but they are as deterministic. Scores are cached in
 ``<cache_dir>/<proxy>-<key>.json``, one file per (proxy and its code: an exported file's bytes or a zoo
-proxy's module source; space, dataset, image source, batch size, seed, options, device) holding one
+proxy's module with the project modules it imports; the space's builder and the image loader, with
+theirs; space, dataset, image source, batch size, seed, options, device) holding one
 entry per architecture index, so a re-run on the same or an overlapping sample computes only what is
 new. The file is rewritten atomically every few networks while scoring, so an interrupted run loses
 at most that much work; each write merges what is on disk under a file lock, so concurrent runs on
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import inspect
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from evaluation.atomic import atomic_write_text
+from evaluation.code_digest import code_digest
 from evaluation.errors import ZcpError
 from evaluation.images import load_batch
 from evaluation.parallel import device_kind, gpu_share, resolve_device, run_tasks
@@ -44,7 +44,6 @@ from evaluation.samples import Sample
 from evaluation.spaces import get_space
 from gp.export.load import load_exported
 
-CODE_VERSION = "zoo-1"  # bump whenever a helper that zoo proxies share changes a definition
 FORMAT = "zcp-scores/1"
 CHECKPOINT_EVERY = 20  # networks between cache rewrites
 RECHECK_RTOL = 1e-6  # scores made elsewhere must match this run's within this relative tolerance
@@ -54,17 +53,11 @@ def _is_file(ref: str) -> bool:
     return ref.endswith(".py") or os.sep in ref
 
 
-def _source_digest(proxy: Proxy) -> str:
-    """Digest of the module that defines a zoo proxy: editing the proxy's file changes its cache key,
-    so a corrected definition never reads scores of the old one."""
-    return hashlib.sha256(inspect.getsource(sys.modules[proxy.fn.__module__]).encode()).hexdigest()[:12]
-
-
 def resolve(ref: str) -> tuple[Proxy, str]:
     """The proxy named ``ref`` (zoo name or path of a ``.py`` file) and its identity for the cache."""
     if not _is_file(ref):
         proxy = get_proxy(ref)
-        return proxy, f"{ref}@{CODE_VERSION}:{_source_digest(proxy)}"
+        return proxy, f"{ref}:{code_digest(proxy.fn.__module__)}"
     fn = load_exported(ref)
     digest = hashlib.sha256(Path(ref).read_bytes()).hexdigest()[:16]
 
@@ -84,12 +77,13 @@ class ScoreSpec:
     image_source: str
     batch_size: int
     seed: int
+    inputs_code: str  # digest of the space's builder and the image loader (see ``inputs_code``)
     options: tuple[tuple[str, Any], ...] = ()
     device: str = "cpu"  # 'cpu' or 'cuda'
 
     def record(self) -> dict[str, Any]:
-        """The spec as the cache file stores it; a CPU spec omits the device, as caches made before
-        scores could run on CUDA did, so that they keep their key."""
+        """The spec as the cache file stores it (a CPU spec omits the device, as caches made before
+        scores could run on CUDA did)."""
         fields = json.loads(json.dumps(asdict(self)))
         if fields["device"] == "cpu":
             del fields["device"]
@@ -97,6 +91,11 @@ class ScoreSpec:
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def inputs_code(space: str) -> str:
+    """Digest of the code that makes what a proxy sees: the space's network builder and the image loader."""
+    return code_digest(type(get_space(space)).__module__, "evaluation.images")
 
 
 @dataclass
@@ -210,7 +209,8 @@ def score_sample(ref: str, sample: Sample, dataset: str, cache_dir: str | os.Pat
     if proxy.needs_labels and labels is None:
         raise ZcpError(f"proxy {proxy.name} needs labels, but {batch.source} images of {dataset} have none")
     opts = tuple(sorted((options or {}).items()))
-    spec = ScoreSpec(identity, sample.space, dataset, batch.source, batch_size, seed, opts, device_kind(device))
+    spec = ScoreSpec(identity, sample.space, dataset, batch.source, batch_size, seed, inputs_code(sample.space),
+                     opts, device_kind(device))
     path = Path(cache_dir) / f"{proxy.name}-{spec.key()}.json"
     entries = _read_cache(path, spec)
     given = {str(i): prior[i] for i in sample.indices if i in (prior or {})}

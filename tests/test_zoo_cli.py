@@ -1,8 +1,7 @@
 """``zcp score`` / ``compare`` / ``search`` end to end on 6 networks with a tiny batch, the score cache,
 and the one-line errors for bad input."""
 import csv
-import hashlib
-import inspect
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import evaluation.scoring as scoring
+from evaluation.code_digest import code_digest
 from evaluation.samples import make_sample, read_sample, subsample, write_sample
 from evaluation.spaces import get_space
 from evaluation.errors import ZcpError
@@ -283,7 +283,7 @@ def test_a_corrupt_score_cache_is_named(capsys, tmp_path, sample6, data_dir):
 
 
 def test_a_cache_write_keeps_what_another_run_wrote_meanwhile(tmp_path):
-    spec = scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0)
+    spec = scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0, "c0de")
     path = tmp_path / "params.json"
     scoring._write_cache(path, spec, {"1": {"value": 1.0, "seconds": 0.1}})  # another run's checkpoint
     mine = {"2": {"value": 2.0, "seconds": 0.1}}
@@ -310,32 +310,36 @@ def test_a_local_process_that_dies_is_one_line():
         list(run_tasks(_die, [1, 2], backend="processes", workers=1))
 
 
-def test_cpu_scores_keep_the_cache_key_they_had_before_devices():
-    spec = scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0)
-    before = {"proxy": "params@x", "space": "tss", "dataset": "cifar10", "image_source": "npz", "batch_size": 8,
-              "seed": 0, "options": []}
-    assert spec.key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
-    assert scoring.ScoreSpec("params@x", "tss", "cifar10", "npz", 8, 0, device="cuda").key() != spec.key()
+def test_the_cache_key_covers_every_setting_and_the_code():
+    spec = scoring.ScoreSpec("params:x", "tss", "cifar10", "npz", 8, 0, "c0de")
+    others = [dataclasses.replace(spec, **{k: v}) for k, v in [
+        ("proxy", "params:y"), ("space", "sss"), ("dataset", "cifar100"), ("image_source", "gaussian"),
+        ("batch_size", 16), ("seed", 1), ("inputs_code", "c0df"), ("options", (("k", 1),)), ("device", "cuda")]]
+    assert len({spec.key(), *(o.key() for o in others)}) == 1 + len(others)
 
 
-def test_editing_a_zoo_proxys_module_changes_its_cache_key(tmp_path, sample6, data_dir, monkeypatch):
-    # a corrected zoo proxy (once: zen's NB101 fix) must not read the scores of its old definition
+def test_editing_the_code_a_zoo_proxy_uses_changes_its_cache_key(tmp_path, sample6, data_dir, monkeypatch):
+    # a corrected zoo proxy (once: zen's NB101 fix), or a corrected helper it shares, must not read old scores
     sample = read_sample(sample6)
     first = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8)
     assert first.scored == 6 and scoring.resolve("params")[1] != scoring.resolve("flops")[1]
+    assert scoring.resolve("params")[1] == f"params:{code_digest('evaluation.proxies.params')}"
     assert scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8).scored == 0
-    real = inspect.getsource
-    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + "# edited\n")
+    real = scoring.code_digest
+    edited = lambda changed: lambda *roots: real(*roots) + ("!" if changed in roots else "")  # noqa: E731
+    monkeypatch.setattr(scoring, "code_digest", edited("evaluation.proxies.params"))
     again = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8)
     assert again.scored == 6 and again.values.tolist() == first.values.tolist()
-    assert len(list(tmp_path.glob("params-*.json"))) == 2
+    monkeypatch.setattr(scoring, "code_digest", edited("evaluation.images"))
+    assert scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8).scored == 6
+    assert len(list(tmp_path.glob("params-*.json"))) == 3
 
 
 def test_cuda_scores_are_cached_apart_and_read_without_a_gpu(tmp_path, sample6, data_dir, monkeypatch):
     sample = read_sample(sample6)
     on_cpu = scoring.score_sample("params", sample, "cifar10", tmp_path, batch_size=8, device="cpu")
     identity = scoring.resolve("params")[1]
-    spec = scoring.ScoreSpec(identity, "tss", "cifar10", "npz", 8, 0, device="cuda")
+    spec = scoring.ScoreSpec(identity, "tss", "cifar10", "npz", 8, 0, scoring.inputs_code("tss"), device="cuda")
     made_on_gpu = {str(i): {"value": 1.0 + k, "seconds": 0.1} for k, i in enumerate(sample.indices)}
     scoring._write_cache(tmp_path / f"params-{spec.key()}.json", spec, made_on_gpu)
     monkeypatch.setattr(scoring, "_score_one", lambda *a: pytest.fail("a cached network was scored again"))

@@ -1,0 +1,65 @@
+"""Digest of the project code a cached result depends on, so that a cache keyed by it never serves
+results of older code and no version number has to be bumped by hand.
+
+A module's code is its own source and, transitively, that of every project module it imports
+(import statements read from the source, those inside functions included). Editing a helper that a
+zoo proxy shares with others (``primitives/layers.py``, say) changes the key of every score cache
+that uses it; editing an unrelated module (a report, the CLI) changes none.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+from functools import cache
+from pathlib import Path
+
+PACKAGES = ("evaluation", "primitives", "gp")
+
+
+def _file(module: str, packages: tuple[str, ...]) -> Path | None:
+    """The source file of project module ``module``, or None (not a project module, or a name that
+    ``from package.module import name`` imports from a module)."""
+    top, *rest = module.split(".")
+    if top not in packages:
+        return None
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *rest)
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(source: str) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def project_modules(*roots: str, packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Source of each project module that ``roots`` import, directly or not (roots included), by name."""
+    found: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        path = _file(module, packages)
+        if module in found or path is None:
+            continue
+        found[module] = path.read_text()
+        todo += _imports(found[module])
+    return found
+
+
+@cache
+def code_digest(*roots: str, packages: tuple[str, ...] = PACKAGES) -> str:
+    """Short digest of the code of ``roots`` and the project modules they import (see the module docstring)."""
+    sources = project_modules(*roots, packages=packages)
+    text = "\n".join(f"{name}\n{sources[name]}" for name in sorted(sources))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

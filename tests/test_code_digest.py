@@ -1,0 +1,49 @@
+"""The digest of a module's code covers the project modules it imports, transitively, and nothing else."""
+import pytest
+
+from evaluation.code_digest import code_digest, project_modules
+
+FILES = {
+    "__init__.py": "",
+    "proxy.py": "import math\nfrom zcpfake.helpers import norm\n\ndef score():\n    from zcpfake import late\n",
+    "helpers.py": "from zcpfake.base import EPS\nnorm = 1\n",
+    "base.py": "EPS = 1e-12\n",
+    "late.py": "X = 1\n",
+    "report.py": "from zcpfake.proxy import score\n",
+}
+
+
+@pytest.fixture()
+def package(tmp_path, monkeypatch):
+    root = tmp_path / "zcpfake"
+    root.mkdir()
+    for name, text in FILES.items():
+        (root / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code_digest.cache_clear()
+    yield root
+    code_digest.cache_clear()
+
+
+def digest() -> str:
+    code_digest.cache_clear()
+    return code_digest("zcpfake.proxy", packages=("zcpfake",))
+
+
+def test_the_closure_follows_imports_of_the_project_only(package):
+    found = project_modules("zcpfake.proxy", packages=("zcpfake",))
+    assert sorted(found) == ["zcpfake", "zcpfake.base", "zcpfake.helpers", "zcpfake.late", "zcpfake.proxy"]
+
+
+@pytest.mark.parametrize("edited, changes", [("base.py", True), ("late.py", True), ("proxy.py", True),
+                                             ("report.py", False)])
+def test_editing_a_module_changes_the_digest_of_those_that_import_it(package, edited, changes):
+    before = digest()
+    (package / edited).write_text((package / edited).read_text() + "# edited\n")
+    assert (digest() != before) is changes
+
+
+def test_the_real_zoo_shares_its_helpers_not_the_cli():
+    zico = project_modules("evaluation.proxies.zico")
+    assert {"evaluation.proxies.base", "primitives.layers"} <= set(zico)
+    assert not {"evaluation.scoring", "experiments.cli"} & set(zico)
