@@ -63,6 +63,8 @@ SINGLE_BEST = "single terminal, best by search fitness"
 SINGLE_MAX = "single terminal, best on this sample (upper bound)"
 SINGLE_TOP = 10
 """How many single-terminal expressions results.json lists by search fitness."""
+RESAMPLE_SEED = 0
+"""Seed of the bootstrap resamples: every cell's intervals and every paired difference draw the same ones."""
 
 
 def evolved_name(seed: int) -> str:
@@ -103,7 +105,7 @@ def _stratified(config: Config, run_dir: Path, prepared: Prepared, n: int, bins:
 
 
 def _cell(name: str, scores: np.ndarray, accuracy: np.ndarray, resamples: int) -> dict[str, Any]:
-    row = metrics_row(name, scores, accuracy, math.nan, resamples)
+    row = metrics_row(name, scores, accuracy, math.nan, resamples, RESAMPLE_SEED)
     return {"n": row.n, **row.values, **{f"{m}_ci": list(ci) for m, ci in row.intervals.items()}}
 
 
@@ -172,7 +174,7 @@ def _score(texts: dict[str, str], evolved: list[str], zoo: list[str], parts: lis
                 raise ZcpError(f"held-out sample and cache {part.cache.path} list different networks: rebuild the cache")
             table[zoo_name(ref)] = _cell(ref, scores.values, part.accuracy, resamples)
             pairs[part.name] += [asdict(paired(name, values[name], zoo_name(ref), scores.values, part.accuracy,
-                                               resamples)) for name in evolved]
+                                               resamples, RESAMPLE_SEED)) for name in evolved]
     return out, pairs
 
 
