@@ -39,8 +39,17 @@ def test_the_closure_follows_imports_of_the_project_only(package):
                                              ("report.py", False)])
 def test_editing_a_module_changes_the_digest_of_those_that_import_it(package, edited, changes):
     before = digest()
-    (package / edited).write_text((package / edited).read_text() + "# edited\n")
+    (package / edited).write_text((package / edited).read_text() + "Y = 2\n")
     assert (digest() != before) is changes
+
+
+def test_comments_docstrings_and_layout_are_not_code(package):
+    before = digest()
+    (package / "base.py").write_text('"""Constants."""\n# the floor of a division\nEPS = (\n    1e-12)\n')
+    (package / "proxy.py").write_text(FILES["proxy.py"].replace("def score():\n", 'def score():\n    """Doc."""\n'))
+    assert digest() == before
+    (package / "base.py").write_text("EPS = 1e-10\n")
+    assert digest() != before
 
 
 def test_the_real_zoo_shares_its_helpers_not_the_cli():
