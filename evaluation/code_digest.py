@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import importlib.util
+import inspect
 from functools import cache
 from pathlib import Path
 
@@ -45,9 +47,10 @@ def _imports(source: str) -> list[str]:
 
 
 def project_modules(*roots: str, packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    """Source of each project module that ``roots`` import, directly or not (roots included), by name."""
-    found: dict[str, str] = {}
-    todo = list(roots)
+    """Source of each project module that ``roots`` import, directly or not, by name, and of the roots
+    themselves (any importable module: a user's own proxy module too)."""
+    found = {root: Path(inspect.getsourcefile(importlib.import_module(root))).read_text() for root in roots}
+    todo = [name for source in found.values() for name in _imports(source)]
     while todo:
         module = todo.pop()
         path = _file(module, packages)

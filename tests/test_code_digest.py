@@ -1,4 +1,6 @@
 """The digest of a module's code covers the project modules it imports, transitively, and nothing else."""
+import sys
+
 import pytest
 
 from evaluation.code_digest import code_digest, project_modules
@@ -20,6 +22,8 @@ def package(tmp_path, monkeypatch):
     for name, text in FILES.items():
         (root / name).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] == "zcpfake"]:
+        monkeypatch.delitem(sys.modules, name)  # another test's package of that name
     code_digest.cache_clear()
     yield root
     code_digest.cache_clear()
@@ -33,6 +37,8 @@ def digest() -> str:
 def test_the_closure_follows_imports_of_the_project_only(package):
     found = project_modules("zcpfake.proxy", packages=("zcpfake",))
     assert sorted(found) == ["zcpfake", "zcpfake.base", "zcpfake.helpers", "zcpfake.late", "zcpfake.proxy"]
+    # a root outside the project (a user's own proxy module) counts itself, not what it imports
+    assert sorted(project_modules("zcpfake.proxy", packages=("other",))) == ["zcpfake.proxy"]
 
 
 @pytest.mark.parametrize("edited, changes", [("base.py", True), ("late.py", True), ("proxy.py", True),
