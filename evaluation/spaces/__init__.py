@@ -1,31 +1,10 @@
 """Search spaces (NATS-Bench TSS / SSS, NAS-Bench-101): architecture identity (index <-> official string) and network builders."""
 from __future__ import annotations
 
-from typing import Protocol
-
-import torch.nn as nn
-
-from evaluation.datasets import DATASETS, check_dataset
 from evaluation.errors import ZcpError
+from evaluation.spaces.base import SearchSpace, check_index, check_space_dataset, space_datasets
 
-
-class SearchSpace(Protocol):
-    """What every space offers. Architectures are identified by (space, index), string beside it."""
-
-    name: str
-    size: int
-
-    def arch_str(self, index: int) -> str:
-        """Official string of architecture ``index``; ZcpError if out of range."""
-
-    def index_of(self, arch: str) -> int:
-        """Official index of a (validated) architecture string; ZcpError if malformed."""
-
-    def build(self, arch: int | str, dataset: str) -> nn.Module:
-        """The official network for ``dataset``, freshly initialised from torch's global RNG.
-
-        ``forward(x)`` returns logits (N, num_classes)."""
-
+__all__ = ["SPACES", "SearchSpace", "check_index", "check_space_dataset", "get_space", "space_datasets"]
 
 SPACES = ("tss", "sss", "nb101")
 
@@ -42,23 +21,3 @@ def get_space(name: str) -> SearchSpace:
         from evaluation.spaces.nb101 import NB101
         return NB101
     raise ZcpError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")
-
-
-def check_index(space: SearchSpace, index: int) -> int:
-    """Return ``index`` if it names an architecture of ``space``, else a one-line error."""
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < space.size:
-        raise ZcpError(f"architecture index {index!r} is outside the {space.name} space (0..{space.size - 1})")
-    return index
-
-
-def space_datasets(space: SearchSpace) -> tuple[str, ...]:
-    """Datasets with ground truth in ``space``: all three NATS-Bench ones, unless the space says fewer (NB101)."""
-    return getattr(space, "datasets", DATASETS)
-
-
-def check_space_dataset(space: SearchSpace, dataset: str) -> str:
-    """Return ``dataset`` if ``space`` has ground truth for it, else a one-line error."""
-    known = space_datasets(space)
-    if check_dataset(dataset) not in known:
-        raise ZcpError(f"the {space.name} space has ground truth for {', '.join(known)} only, not {dataset!r}")
-    return dataset

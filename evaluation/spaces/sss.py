@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from evaluation.datasets import NUM_CLASSES, check_dataset
 from evaluation.errors import ZcpError
-from evaluation.spaces import check_index
+from evaluation.spaces.base import check_index
 from evaluation.spaces.cells import Genotype, TinyNetwork
 
 CANDIDATES = (8, 16, 24, 32, 40, 48, 56, 64)

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from evaluation.datasets import NUM_CLASSES, check_dataset
 from evaluation.errors import ZcpError
-from evaluation.spaces import check_index
+from evaluation.spaces.base import check_index
 from evaluation.spaces.cells import CELL_OPS, Genotype, TinyNetwork
 
 C, N = 16, 5  # the benchmark's channels and cells per stage

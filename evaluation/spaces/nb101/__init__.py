@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from evaluation.errors import ZcpError
 from evaluation.paths import resolve_paths
-from evaluation.spaces import check_index, check_space_dataset
+from evaluation.spaces.base import check_index, check_space_dataset
 from evaluation.spaces.nb101.network import NB101Network
 from evaluation.spaces.nb101.spec import cell_hash
 from evaluation.spaces.nb101.table import NB101Table, is_hash, read_nb101_table
