@@ -6,7 +6,10 @@ sample order; plain ``.npy`` loads at disk speed) once the build is complete; pa
 temporary folder renamed into place, then removes the shards. Every file is written atomically, so a build killed at
 any point resumes where it stopped with no half-written entry. A directory is refused by a build or
 a load that would mix caches made differently (space, dataset, seed, batch, sample, terminals,
-backward signal, image source, code version).
+backward signal, image source, code). The code is a digest of the modules that make the numbers (the
+terminals and their passes, the space's builder, the image loader: :func:`code_roots`), so no cache
+outlives an edit of them unnoticed; :func:`recheck_cache` re-runs a few networks of a cache made by
+other code and, when they give the cached numbers, marks it as made by this code instead of a rebuild.
 
 Each network is initialised by ``torch.manual_seed(seed)`` right before it is built, so its weights
 depend on the seed and the architecture only (not on build order or worker).
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from evaluation.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temps
+from evaluation.code_digest import code_digest
 from evaluation.errors import ZcpError
 from evaluation.images import load_batch
 from evaluation.parallel import gpu_share, resolve_device, run_tasks
@@ -37,8 +41,9 @@ from evaluation.samples import Sample
 from evaluation.spaces import get_space
 from primitives.terminals import (BASE, DEFAULT, TERMINALS, collate, compute_terminals, labels_problem,
                                   resolve_terminals)
+from primitives.types import RowScalar, Vector
 
-CODE_VERSION = "terminals-1"  # bump whenever a terminal's definition changes
+RECHECK_RTOL = 1e-6
 FORMAT = "zcp-cache/1"
 MANIFEST, PACKED, SHARDS = "manifest.json", "terminals", "shards"
 
@@ -53,16 +58,26 @@ class CacheSpec:
     batch_size: int
     sample_sha: str
     terminals: tuple[str, ...]
-    signal: str = "pseudo_ce"
-    image_source: str = "auto"
-    curve_points: int = 64
-    code_version: str = CODE_VERSION
+    signal: str
+    image_source: str
+    curve_points: int
+    code_version: str
 
     def manifest(self, sample: Sample) -> dict[str, Any]:
         record = {"format": FORMAT, **asdict(self), "terminals": list(self.terminals)}
         record.update(sample_kind=sample.kind, sample_split=sample.split, sample_n=len(sample.indices),
                       torch=torch.__version__)
         return record
+
+
+def code_roots(space: str) -> tuple[str, ...]:
+    """The modules whose code (with the project modules they import) makes a cache's numbers."""
+    return "primitives.terminals", type(get_space(space)).__module__, "evaluation.images"
+
+
+def code_version(space: str) -> str:
+    """Digest of the code that makes the numbers of a cache of ``space`` (see the module docstring)."""
+    return code_digest(*code_roots(space))
 
 
 def sample_sha(sample: Sample) -> str:
@@ -75,8 +90,10 @@ def _check_manifest(found: dict[str, Any], expected: dict[str, Any], where: Path
     keys = [k for k in ("format", *CacheSpec.__dataclass_fields__) if found.get(k) != expected.get(k)]
     if keys:
         k = keys[0]
+        fix = (f"`zcp cache recheck {where}` adopts it if this code gives its numbers" if keys == ["code_version"]
+               else "use another --out or delete it")
         raise ZcpError(f"cache {where} was made differently: {k} is {found.get(k)!r} there, {expected.get(k)!r} here"
-                       f"{' (and ' + ', '.join(keys[1:]) + ')' if keys[1:] else ''}; use another --out or delete it")
+                       f"{' (and ' + ', '.join(keys[1:]) + ')' if keys[1:] else ''}; {fix}")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -177,7 +194,7 @@ def build_cache(sample: Sample, dataset: str, out: str | os.PathLike, *, batch_s
     device = resolve_device(device, remote_gpus)
     batch = load_batch(dataset, batch_size, seed, image_source, paths)
     spec = CacheSpec(sample.space, dataset, seed, batch_size, sample_sha(sample), terminals, signal,
-                     image_source, curve_points)
+                     image_source, curve_points, code_version(sample.space))
     expected = spec.manifest(sample)
     if (out / MANIFEST).exists():
         _check_manifest(_read_manifest(out), expected, out)
@@ -248,9 +265,10 @@ def load_cache(path: str | os.PathLike, **expect: Any) -> Cache:
     """Load a complete cache; ``expect`` (e.g. space='tss', dataset='cifar10', seed=0) must match."""
     path = Path(path)
     manifest = _read_manifest(path)
-    if manifest.get("format") != FORMAT or manifest.get("code_version") != CODE_VERSION:
-        raise ZcpError(f"cache {path} was made by code version {manifest.get('code_version')!r} "
-                       f"({manifest.get('format')}); this is {CODE_VERSION!r}: rebuild it")
+    if not _check_code(path, manifest):
+        raise ZcpError(f"cache {path} was made by other code ({manifest.get('code_version')!r}, this is "
+                       f"{code_version(manifest['space'])!r}): `zcp cache recheck {path}` adopts it if this code "
+                       "gives its numbers, else rebuild it")
     for key, value in expect.items():
         if manifest.get(key) != value:
             raise ZcpError(f"cache {path} is for {key}={manifest.get(key)!r}, not {value!r}")
@@ -261,6 +279,60 @@ def load_cache(path: str | os.PathLike, **expect: Any) -> Cache:
     if missing or "index" not in arrays or len(arrays["index"]) != manifest.get("sample_n"):
         raise ZcpError(f"cache {path / PACKED} does not match its manifest (missing {', '.join(missing[:3]) or 'rows'})")
     return Cache(path, manifest, arrays)
+
+
+def _check_code(path: Path, manifest: dict[str, Any]) -> bool:
+    """True when the cache was made by this code, False when by other code; ZcpError for another format."""
+    if manifest.get("format") != FORMAT:
+        raise ZcpError(f"cache {path} has format {manifest.get('format')!r}, this code reads {FORMAT!r}: rebuild it")
+    return manifest.get("code_version") == code_version(manifest.get("space"))
+
+
+def _network_rows(arrays: dict[str, np.ndarray], position: int) -> dict[str, np.ndarray]:
+    """The packed arrays of the network at ``position`` of a packed cache (what its shard held)."""
+    layers = arrays["layers"]
+    lo, hi = int(layers[:position].sum()), int(layers[:position + 1].sum())
+    rows = {"layers": layers[position:position + 1]}
+    for name, values in arrays.items():
+        if name not in TERMINALS:
+            continue
+        kind = TERMINALS[name].type
+        if kind is Vector:
+            lens = arrays[name + ".len"]
+            rows[name + ".len"] = lens[lo:hi]
+            rows[name] = values[int(lens[:lo].sum()):int(lens[:hi].sum())]
+        else:
+            rows[name] = values[lo:hi] if kind is RowScalar else values[position:position + 1]
+    return rows
+
+
+def recheck_cache(path: str | os.PathLike, networks: int = 2, *, device: str = "cpu", paths: Any = None) -> int:
+    """Adopt a cache made by other code: re-run ``networks`` of its networks (drawn with the cache's seed)
+    with this code and, when every terminal equals the cached one (relative :data:`RECHECK_RTOL`), record
+    this code's version in its manifest. Returns how many networks were re-run (0: already this code's);
+    ZcpError (one line) naming the first terminal that differs."""
+    path = Path(path)
+    m = _read_manifest(path)
+    if _check_code(path, m):
+        return 0
+    if not (path / PACKED).exists():
+        raise ZcpError(f"cache {path} is incomplete and was made by other code: delete it and build it again")
+    arrays = _load_packed(path / PACKED)
+    batch = load_batch(m["dataset"], m["batch_size"], m["seed"], m["image_source"], paths)
+    job = _Job(m["space"], m["dataset"], m["seed"], m["signal"], m["curve_points"], tuple(m["terminals"]),
+               resolve_device(device))
+    count = len(arrays["index"])
+    positions = sorted(np.random.default_rng(m["seed"]).choice(count, min(networks, count), replace=False))
+    for position in positions:
+        index = int(arrays["index"][position])
+        new, old = _build_one(index, (job, batch.images, batch.labels)), _network_rows(arrays, position)
+        for name in sorted(old):
+            if name not in new or new[name].shape != old[name].shape or not np.allclose(
+                    new[name], old[name], rtol=RECHECK_RTOL, atol=0, equal_nan=True):
+                raise ZcpError(f"cache {path} is not what this code makes: terminal {name} of network {index} "
+                               "differs; rebuild it")
+    atomic_write_text(path / MANIFEST, json.dumps(m | {"code_version": code_version(m["space"])}, indent=1) + "\n")
+    return len(positions)
 
 
 def cache_parts(terminals: Sequence[str]) -> list[tuple[str, ...]]:

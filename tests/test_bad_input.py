@@ -86,6 +86,15 @@ def _copy_cache(tmp: Path, cache: Path, edit) -> list[str]:
     return ["cache", "info", str(tmp / "c")]
 
 
+def _other_code(cache: Path) -> None:
+    (cache / MANIFEST).write_text((cache / MANIFEST).read_text().replace('"code_version": "', '"code_version": "0'))
+
+
+def _other_numbers(cache: Path) -> None:
+    _other_code(cache)
+    np.save(cache / PACKED / "snip.npy", np.load(cache / PACKED / "snip.npy") + 1)
+
+
 def _npz(tmp: Path, data: bytes) -> list[str]:
     from evaluation.images import _NPZ
 
@@ -188,9 +197,9 @@ CASES = {
     "cache-truncated": ("cache array truncated",
                         lambda t, c: _copy_cache(t, c, lambda d: (d / PACKED / "snip.npy").write_bytes(
                             (d / PACKED / "snip.npy").read_bytes()[:100])), "is truncated or corrupt"),
-    "cache-version": ("cache made by another code version",
-                      lambda t, c: _copy_cache(t, c, lambda d: (d / MANIFEST).write_text(
-                          (d / MANIFEST).read_text().replace("terminals-", "terminals-0"))), "made by code version"),
+    "cache-version": ("cache made by other code", lambda t, c: _copy_cache(t, c, _other_code), "made by other code"),
+    "cache-recheck": ("adopting a cache made by other code that gives other numbers",
+                      lambda t, c: ["cache", "recheck", _copy_cache(t, c, _other_numbers)[2]], "is not what this code makes"),
     "cache-incomplete": ("cache whose build never finished",
                          lambda t, c: _copy_cache(t, c, lambda d: __import__("shutil").rmtree(d / PACKED)), "is incomplete"),
     "cache-mixed": ("building into a cache made with other settings",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.cache import MANIFEST, PACKED, SHARDS, build_cache, load_cache
+from evaluation.cache import MANIFEST, PACKED, SHARDS, build_cache, load_cache, recheck_cache
 from evaluation.errors import ZcpError
 from evaluation.samples import make_sample, write_sample
 from evaluation.spaces import get_space
@@ -68,8 +68,8 @@ def test_damaged_caches_are_one_line_errors(built, tmp_path):
     (copy / PACKED / "act_sv.npy").write_bytes((built / PACKED / "act_sv.npy").read_bytes()[:1000])
     with pytest.raises(ZcpError, match="act_sv.npy is truncated or corrupt"):
         load_cache(copy)
-    (copy / MANIFEST).write_text(json.dumps(manifest | {"code_version": "terminals-0"}))
-    with pytest.raises(ZcpError, match="code version 'terminals-0'"):
+    (copy / MANIFEST).write_text(json.dumps(manifest | {"format": "zcp-cache/0"}))
+    with pytest.raises(ZcpError, match="has format 'zcp-cache/0'"):
         load_cache(copy)
     (copy / MANIFEST).write_text("{")
     with pytest.raises(ZcpError, match="unreadable"):
@@ -154,3 +154,38 @@ def test_a_cache_built_on_cuda_equals_the_cpu_one(tmp_path):
            and not np.allclose(a[k], b[k], rtol=1e-4, atol=1e-5 * np.abs(a[k][np.isfinite(a[k])]).max(initial=1.0),
                                equal_nan=True)}
     assert not far, f"terminals that differ on CUDA (max relative difference): {far}"
+
+
+def _made_by_other_code(built, folder):
+    shutil.copytree(built, folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps(manifest | {"code_version": "old"}))
+    return manifest
+
+
+def test_a_cache_made_by_other_code_is_adopted_once_a_recheck_gives_its_numbers(built, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    manifest = _made_by_other_code(built, copy)
+    with pytest.raises(ZcpError, match="made by other code \\('old'.*`zcp cache recheck"):
+        load_cache(copy)
+    with pytest.raises(ZcpError, match="code_version is 'old' there, .*; `zcp cache recheck"):
+        _build(copy)
+    assert main(["cache", "recheck", str(copy), "--networks", "4"]) == 0  # every network: each one's rows
+    assert "4 networks run again" in capsys.readouterr().out
+    assert json.loads((copy / MANIFEST).read_text()) == manifest
+    assert recheck_cache(copy) == 0
+    a, b = load_cache(built).arrays, load_cache(copy).arrays
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name, entry, position", [("snip", 0, 0), ("act_sv", -1, -1), ("code_kernel", (2, 0, 1), 2)])
+def test_a_recheck_refuses_a_cache_this_code_does_not_reproduce(built, tmp_path, name, entry, position):
+    """A changed entry of a per-layer, spectrum or kernel terminal is found and named with its network."""
+    copy = tmp_path / "copy"
+    _made_by_other_code(built, copy)
+    values = np.load(copy / PACKED / f"{name}.npy")
+    values[entry] *= 1 + 1e-5
+    np.save(copy / PACKED / f"{name}.npy", values)
+    with pytest.raises(ZcpError, match=f"terminal {name} of network {SAMPLE.indices[position]} differs"):
+        recheck_cache(copy, networks=4)
+    assert json.loads((copy / MANIFEST).read_text())["code_version"] == "old"

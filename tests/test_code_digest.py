@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from evaluation.cache import code_roots
 from evaluation.code_digest import code_digest, project_modules
 
 FILES = {
@@ -62,3 +63,13 @@ def test_the_real_zoo_shares_its_helpers_not_the_cli():
     zico = project_modules("evaluation.proxies.zico")
     assert {"evaluation.proxies.base", "primitives.layers"} <= set(zico)
     assert not {"evaluation.scoring", "experiments.cli"} & set(zico)
+
+
+@pytest.mark.parametrize("space, builder", [("tss", "evaluation.spaces.tss"), ("sss", "evaluation.spaces.sss"),
+                                            ("nb101", "evaluation.spaces.nb101.network")])
+def test_a_cache_covers_the_terminals_its_builder_and_the_images_not_other_spaces(space, builder):
+    """Editing one space's builder leaves the caches of the others valid."""
+    modules = set(project_modules(*code_roots(space)))
+    assert {"primitives.passes", "primitives.layers", "evaluation.images", builder} <= modules
+    others = {"evaluation.spaces.tss", "evaluation.spaces.sss", "evaluation.spaces.nb101"} - {builder.rsplit(".network")[0]}
+    assert not others & modules and "evaluation.spaces" not in modules

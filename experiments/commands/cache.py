@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import energy
-from evaluation.cache import build_cache, load_cache, unbuilt
+from evaluation.cache import RECHECK_RTOL, build_cache, load_cache, recheck_cache, unbuilt
 from evaluation.datasets import DATASETS
+from evaluation.errors import ZcpError
 from evaluation.images import SOURCES as IMAGE_SOURCES
 from evaluation.parallel import BACKENDS
 from evaluation.samples import read_sample
@@ -37,6 +38,13 @@ def register(groups: argparse._SubParsersAction) -> None:
     build.add_argument("--terminals", default=None, help="comma-separated terminals and @groups (@base, @zoo, @labels, @all; default: @base)")
     build.add_argument("--out", required=True)
     build.set_defaults(run=run_build)
+
+    recheck = sub.add_parser("recheck", parents=[paths_options()],
+                             help="adopt a cache made by other code when this code gives its numbers")
+    recheck.add_argument("dir")
+    recheck.add_argument("--networks", type=int, default=2, help="networks to run again (default 2)")
+    recheck.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    recheck.set_defaults(run=run_recheck)
 
     info = sub.add_parser("info", help="describe a cache")
     info.add_argument("dir")
@@ -66,6 +74,16 @@ def run_build(args: argparse.Namespace) -> int:
 def _per_network(row: dict) -> str:
     per = row.get("joules_per_network")
     return f"{per:.3g} J per network built ({row['networks']} this run)" if per else "no network built this run"
+
+
+def run_recheck(args: argparse.Namespace) -> int:
+    if args.networks < 1:
+        raise ZcpError(f"--networks must be >= 1 (got {args.networks}): a cache is adopted only once some of its "
+                       "networks give its numbers")
+    count = recheck_cache(args.dir, args.networks, device=args.device, paths=paths_from(args))
+    print(f"cache {args.dir}: " + (f"{count} networks run again, every terminal equal within {RECHECK_RTOL:g}: "
+                                   "marked as made by this code" if count else "already made by this code"))
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
