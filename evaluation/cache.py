@@ -315,6 +315,9 @@ def recheck_cache(path: str | os.PathLike, networks: int = 2, *, device: str = "
     m = _read_manifest(path)
     if _check_code(path, m):
         return 0
+    lacking = [k for k in CacheSpec.__dataclass_fields__ if k not in m]
+    if lacking:
+        raise ZcpError(f"cache manifest {path / MANIFEST} lacks {', '.join(lacking)}: rebuild the cache")
     if not (path / PACKED).exists():
         raise ZcpError(f"cache {path} is incomplete and was made by other code: delete it and build it again")
     arrays = _load_packed(path / PACKED)

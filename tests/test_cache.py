@@ -189,3 +189,12 @@ def test_a_recheck_refuses_a_cache_this_code_does_not_reproduce(built, tmp_path,
     with pytest.raises(ZcpError, match=f"terminal {name} of network {SAMPLE.indices[position]} differs"):
         recheck_cache(copy, networks=4)
     assert json.loads((copy / MANIFEST).read_text())["code_version"] == "old"
+
+
+def test_a_recheck_of_a_damaged_manifest_is_one_line(built, tmp_path):
+    copy = tmp_path / "copy"
+    manifest = _made_by_other_code(built, copy)
+    (copy / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("seed", "signal")}
+                                            | {"code_version": "old"}))
+    with pytest.raises(ZcpError, match="lacks seed, signal: rebuild the cache"):
+        recheck_cache(copy)
