@@ -200,6 +200,8 @@ CASES = {
     "cache-version": ("cache made by other code", lambda t, c: _copy_cache(t, c, _other_code), "made by other code"),
     "cache-recheck": ("adopting a cache made by other code that gives other numbers",
                       lambda t, c: ["cache", "recheck", _copy_cache(t, c, _other_numbers)[2]], "is not what this code makes"),
+    "cache-recheck-none": ("adopting a cache after rechecking no network",
+                           lambda t, c: ["cache", "recheck", str(c), "--networks", "0"], "--networks must be >= 1"),
     "cache-incomplete": ("cache whose build never finished",
                          lambda t, c: _copy_cache(t, c, lambda d: __import__("shutil").rmtree(d / PACKED)), "is incomplete"),
     "cache-mixed": ("building into a cache made with other settings",
