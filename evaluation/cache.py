@@ -38,7 +38,7 @@ from evaluation.images import load_batch
 from evaluation.parallel import gpu_share, resolve_device, run_tasks
 from evaluation.progress import tracked
 from evaluation.samples import Sample
-from evaluation.spaces import get_space
+from evaluation.spaces import get_space, input_modules
 from primitives.terminals import (BASE, DEFAULT, TERMINALS, collate, compute_terminals, labels_problem,
                                   resolve_terminals)
 from primitives.types import RowScalar, Vector
@@ -72,7 +72,7 @@ class CacheSpec:
 
 def code_roots(space: str) -> tuple[str, ...]:
     """The modules whose code (with the project modules they import) makes a cache's numbers."""
-    return "primitives.terminals", type(get_space(space)).__module__, "evaluation.images"
+    return "primitives.terminals", *input_modules(space)
 
 
 def code_version(space: str) -> str:
@@ -265,7 +265,7 @@ def load_cache(path: str | os.PathLike, **expect: Any) -> Cache:
     """Load a complete cache; ``expect`` (e.g. space='tss', dataset='cifar10', seed=0) must match."""
     path = Path(path)
     manifest = _read_manifest(path)
-    if not _check_code(path, manifest):
+    if not _made_by_this_code(path, manifest):
         raise ZcpError(f"cache {path} was made by other code ({manifest.get('code_version')!r}, this is "
                        f"{code_version(manifest['space'])!r}): `zcp cache recheck {path}` adopts it if this code "
                        "gives its numbers, else rebuild it")
@@ -281,7 +281,7 @@ def load_cache(path: str | os.PathLike, **expect: Any) -> Cache:
     return Cache(path, manifest, arrays)
 
 
-def _check_code(path: Path, manifest: dict[str, Any]) -> bool:
+def _made_by_this_code(path: Path, manifest: dict[str, Any]) -> bool:
     """True when the cache was made by this code, False when by other code; ZcpError for another format."""
     if manifest.get("format") != FORMAT:
         raise ZcpError(f"cache {path} has format {manifest.get('format')!r}, this code reads {FORMAT!r}: rebuild it")
@@ -313,7 +313,7 @@ def recheck_cache(path: str | os.PathLike, networks: int = 2, *, device: str = "
     ZcpError (one line) naming the first terminal that differs."""
     path = Path(path)
     m = _read_manifest(path)
-    if _check_code(path, m):
+    if _made_by_this_code(path, m):
         return 0
     lacking = [k for k in CacheSpec.__dataclass_fields__ if k not in m]
     if lacking:

@@ -41,7 +41,7 @@ from evaluation.progress import tracked
 from evaluation.proxies import Proxy, get_proxy
 from evaluation.proxies.base import has_labels
 from evaluation.samples import Sample
-from evaluation.spaces import get_space
+from evaluation.spaces import get_space, input_modules
 from gp.export.load import load_exported
 
 FORMAT = "zcp-scores/1"
@@ -95,7 +95,7 @@ class ScoreSpec:
 
 def inputs_code(space: str) -> str:
     """Digest of the code that makes what a proxy sees: the space's network builder and the image loader."""
-    return code_digest(type(get_space(space)).__module__, "evaluation.images")
+    return code_digest(*input_modules(space))
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 from evaluation.errors import ZcpError
 from evaluation.spaces.base import SearchSpace, check_index, check_space_dataset, space_datasets
 
-__all__ = ["SPACES", "SearchSpace", "check_index", "check_space_dataset", "get_space", "space_datasets"]
+__all__ = ["SPACES", "SearchSpace", "check_index", "check_space_dataset", "get_space", "input_modules",
+           "space_datasets"]
 
 SPACES = ("tss", "sss", "nb101")
 
@@ -21,3 +22,9 @@ def get_space(name: str) -> SearchSpace:
         from evaluation.spaces.nb101 import NB101
         return NB101
     raise ZcpError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")
+
+
+def input_modules(name: str) -> tuple[str, ...]:
+    """The modules whose code makes what a network of space ``name`` is and sees: its builder and the image
+    loader (roots of the code digests that key terminal and score caches, ``evaluation.code_digest``)."""
+    return type(get_space(name)).__module__, "evaluation.images"
