@@ -191,10 +191,14 @@ def test_a_recheck_refuses_a_cache_this_code_does_not_reproduce(built, tmp_path,
     assert json.loads((copy / MANIFEST).read_text())["code_version"] == "old"
 
 
-def test_a_recheck_of_a_damaged_manifest_is_one_line(built, tmp_path):
+def test_a_recheck_of_a_damaged_or_incomplete_cache_is_one_line(built, tmp_path):
     copy = tmp_path / "copy"
     manifest = _made_by_other_code(built, copy)
     (copy / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("seed", "signal")}
                                             | {"code_version": "old"}))
     with pytest.raises(ZcpError, match="lacks seed, signal: rebuild the cache"):
+        recheck_cache(copy)
+    shutil.rmtree(copy / PACKED)
+    (copy / MANIFEST).write_text(json.dumps(manifest | {"code_version": "old"}))
+    with pytest.raises(ZcpError, match="is incomplete and was made by other code: delete it and build it again"):
         recheck_cache(copy)
